@@ -1,0 +1,31 @@
+# thighct: whole-thigh CT -> 27 muscles + femur + iliac (UNETR vs 3D U-Net) -> sarcopenia by sex.
+# Kim et al., Sci Rep 2024. The rules read like the paper's Methods, in the order data flows.
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+REPO = Path(workflow.basedir)
+
+
+configfile: str(REPO / "config/config.yaml")
+
+
+validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/synthetic.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sarcopenia.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        ALL_TARGETS,

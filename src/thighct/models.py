@@ -1,0 +1,257 @@
+"""Segmentation networks built from config, and their saved form on disk.
+
+A network is described by one entry of ``config["networks"]``::
+
+    unetr: {arch: unetr, roi: [96, 96, 96], feature_size: 16, hidden_size: 768, ...}
+    unet:  {arch: unet,  roi: [96, 96, 96], channels: [16, 32, 64, 128, 256], ...}
+
+``arch`` picks the MONAI class, ``roi`` is the (x, y, z) input patch in voxels (UNETR's
+``img_size``; also the crop size for training and the sliding-window size for inference), and
+every other key is passed to the MONAI constructor unchanged. Networks take a (batch, 1, x, y, z)
+float tensor and return (batch, n_classes, x, y, z) logits.
+
+A saved model (``model.pt``) is a plain dict ``{"state_dict": ..., "meta": ...}`` readable with
+``torch.load(weights_only=True)``; ``meta`` holds the label table, the network config and the
+number of classes, so loading it against another label table or network config is an error
+rather than a silent mis-labelling.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from monai.networks.nets import UNETR, DynUNet, UNet
+
+from .errors import ThighctError
+from .labels import LabelTable
+
+#: arch name -> MONAI class. Keys are what ``networks.<name>.arch`` may say.
+ARCHITECTURES = {"unetr": UNETR, "unet": UNet, "dynunet": DynUNet}
+#: Config keys that are not constructor arguments.
+META_KEYS = ("arch", "roi", "patch_size")
+#: MONAI's UNETR embeds fixed 16-voxel patches (ViT with patch_size 16, as in the paper).
+UNETR_PATCH = 16
+#: Version of the model.pt layout; bump when it changes.
+FORMAT_VERSION = 1
+
+
+def normalise_config(net_cfg: dict) -> dict:
+    """The network config as plain JSON types (tuples -> lists), so stored and given compare equal."""
+    return json.loads(json.dumps(dict(net_cfg), sort_keys=True))
+
+
+def network_roi(net_cfg: dict) -> tuple[int, int, int]:
+    """Input patch size (x, y, z) in voxels: crop size, UNETR ``img_size`` and sliding window."""
+    roi = net_cfg.get("roi")
+    if isinstance(roi, int):
+        roi = [roi] * 3
+    if roi is None or len(roi) != 3 or any(int(r) <= 0 for r in roi):
+        raise ThighctError(
+            f"network roi must be three positive voxel counts, got {roi!r}",
+            fix="set networks.<name>.roi to e.g. [96, 96, 96] in the config",
+        )
+    return tuple(int(r) for r in roi)
+
+
+def _check_divisible(model_name: str, roi: tuple[int, ...], factor: int, why: str) -> None:
+    if any(r % factor for r in roi):
+        raise ThighctError(
+            f"network '{model_name}': roi {list(roi)} is not divisible by {factor} ({why})",
+            fix=f"choose networks.{model_name}.roi as multiples of {factor}",
+        )
+
+
+def _constructor_kwargs(model_name: str, arch, net_cfg: dict) -> dict:
+    kwargs = {k: v for k, v in net_cfg.items() if k not in META_KEYS}
+    allowed = set(inspect.signature(arch.__init__).parameters) - {
+        "self",
+        "in_channels",
+        "out_channels",
+        "spatial_dims",
+        "img_size",
+    }
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ThighctError(
+            f"network '{model_name}' ({arch.__name__}) does not take {unknown}",
+            fix=f"use only arch, roi and these keys in networks.{model_name}: {sorted(allowed)}",
+        )
+    # YAML gives lists; MONAI wants tuples for things like norm=("instance", {...}).
+    return {k: tuple(v) if isinstance(v, list) and k.startswith("norm") else v for k, v in kwargs.items()}
+
+
+def build_network(model_name: str, net_cfg: dict, n_classes: int) -> torch.nn.Module:
+    """Build the MONAI network that ``networks.<model_name>`` describes.
+
+    Parameters
+    ----------
+    model_name: the key in ``config["networks"]`` (used in error messages).
+    net_cfg: ``{"arch": "unetr" | "unet" | "dynunet", "roi": [x, y, z], **constructor kwargs}``.
+    n_classes: output channels, background included (30 in the paper).
+
+    Returns a network mapping (batch, 1, x, y, z) images to (batch, n_classes, x, y, z) logits.
+    """
+    arch_name = str(net_cfg.get("arch", "")).lower()
+    if arch_name not in ARCHITECTURES:
+        raise ThighctError(
+            f"network '{model_name}' has arch {net_cfg.get('arch')!r}",
+            fix=f"set networks.{model_name}.arch to one of {sorted(ARCHITECTURES)}",
+        )
+    arch = ARCHITECTURES[arch_name]
+    roi = network_roi(net_cfg)
+    kwargs = _constructor_kwargs(model_name, arch, net_cfg)
+    common = {"in_channels": 1, "out_channels": int(n_classes)}
+    if arch is UNETR:
+        patch = int(net_cfg.get("patch_size", UNETR_PATCH))
+        if patch != UNETR_PATCH:
+            raise ThighctError(
+                f"network '{model_name}': MONAI's UNETR embeds {UNETR_PATCH}-voxel patches, not {patch}",
+                fix=f"set networks.{model_name}.patch_size to {UNETR_PATCH} (or remove it)",
+            )
+        _check_divisible(model_name, roi, UNETR_PATCH, "UNETR's patch size")
+        return UNETR(img_size=roi, spatial_dims=3, **common, **kwargs)
+    if arch is UNet:
+        factor = 1
+        for s in kwargs.get("strides", ()):
+            factor *= int(s)
+        _check_divisible(model_name, roi, factor, "the product of the U-Net strides")
+        return UNet(spatial_dims=3, **common, **kwargs)
+    return DynUNet(spatial_dims=3, **common, **kwargs)
+
+
+def count_parameters(net: torch.nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def model_meta(model_name: str, net_cfg: dict, labels: LabelTable, **extra) -> dict:
+    """The metadata stored beside the weights: what shapes the network and what its outputs mean."""
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": model_name,
+        "network": normalise_config(net_cfg),
+        "n_classes": labels.n_classes,
+        "labels": labels.to_dict(),
+    }
+    meta.update(normalise_config(extra))
+    return meta
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: str | Path, net: torch.nn.Module, meta: dict) -> None:
+    """Write weights (state dict on CPU) and ``meta`` (see :func:`model_meta`) atomically."""
+    for key in ("network", "labels", "n_classes"):
+        if key not in meta:
+            raise ValueError(f"model meta lacks '{key}'; build it with model_meta()")
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    atomic_torch_save({"state_dict": state, "meta": normalise_config(meta)}, path)
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The raw ``{"state_dict", "meta"}`` dict of a model file (weights-only unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ThighctError("model file not found", path=path, fix="train the model first (rule train)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise ThighctError(
+            f"cannot read the model file: {exc}", path=path, fix="delete it and rerun rule train"
+        ) from exc
+    if not isinstance(blob, dict) or "state_dict" not in blob or "meta" not in blob:
+        raise ThighctError(
+            "not a thighct model file (no state_dict/meta)",
+            path=path,
+            fix="give a model.pt written by rule train",
+        )
+    return blob
+
+
+def check_labels(meta: dict, labels: LabelTable, path: str | Path) -> None:
+    """Raise if the model was trained on another label table than ``labels``."""
+    stored = meta["labels"]
+    given = labels.to_dict()
+    if stored == given:
+        return
+    stored_ids = {r["id"]: r["name"] for r in stored}
+    given_ids = {r["id"]: r["name"] for r in given}
+    diffs = [
+        f"id {i}: model '{stored_ids.get(i, '-')}' vs table '{given_ids.get(i, '-')}'"
+        for i in sorted(set(stored_ids) | set(given_ids))
+        if stored_ids.get(i) != given_ids.get(i)
+    ]
+    if not diffs:
+        diffs = ["class groups differ"]
+    shown = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 5 else "")
+    raise ThighctError(
+        f"model was trained with a different label table ({len(stored)} classes) than the one "
+        f"given ({len(given)} classes): {shown}",
+        path=path,
+        fix="use the label table the model was trained with (config 'labels'), or retrain "
+        "the model (delete it and rerun rule train)",
+    )
+
+
+def check_network(meta: dict, net_cfg: dict, path: str | Path) -> None:
+    """Raise if the stored network config differs from ``net_cfg``."""
+    stored, given = meta["network"], normalise_config(net_cfg)
+    if stored == given:
+        return
+    keys = sorted(k for k in set(stored) | set(given) if stored.get(k) != given.get(k))
+    shown = ", ".join(f"{k}: model {stored.get(k)!r} vs config {given.get(k)!r}" for k in keys)
+    raise ThighctError(
+        f"model was trained with another network config ({shown})",
+        path=path,
+        fix="restore the network settings the model was trained with, or retrain it "
+        "(delete it and rerun rule train)",
+    )
+
+
+def load_model(
+    path: str | Path,
+    labels: LabelTable | None = None,
+    device: str | torch.device = "cpu",
+    net_cfg: dict | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network stored in ``path`` and load its weights; returns (net in eval mode, meta).
+
+    ``labels`` and ``net_cfg``, when given, must match what the model was trained with, otherwise
+    a ThighctError names the file and the fix. ``meta["network"]["roi"]`` is the sliding-window
+    size to use at inference.
+    """
+    blob = read_model_file(path)
+    meta = blob["meta"]
+    if labels is not None:
+        check_labels(meta, labels, path)
+    if net_cfg is not None:
+        check_network(meta, net_cfg, path)
+    net = build_network(meta.get("model", "model"), copy.deepcopy(meta["network"]), meta["n_classes"])
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise ThighctError(
+            f"weights do not fit the stored network config: {exc}",
+            path=path,
+            fix="the file is damaged or from another thighct version; retrain (rule train)",
+        ) from exc
+    net.to(device).eval()
+    return net, meta

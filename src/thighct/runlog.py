@@ -1,0 +1,42 @@
+"""Logging for workflow scripts: one log file per job, the traceback in it on failure."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def logged(log_path: str | Path, level: int = logging.INFO) -> Iterator[logging.Logger]:
+    """Send log records to ``log_path`` and stderr for the duration of a script.
+
+    An exception is written to the log with its traceback and then re-raised, so the job
+    fails with a non-zero exit and Snakemake points the user at this log.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    handlers = [logging.FileHandler(log_path, mode="w"), logging.StreamHandler(sys.stderr)]
+    for h in handlers:
+        h.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(h)
+    root.setLevel(level)
+    logger = logging.getLogger("thighct")
+    try:
+        yield logger
+    except Exception as exc:
+        logger.error("%s", exc)
+        logger.debug("".join(traceback.format_exception(exc)))
+        with open(log_path, "a") as fh:
+            fh.write("".join(traceback.format_exception(exc)))
+        raise
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()

@@ -1,0 +1,132 @@
+# Stage 1: the cohort table, the inclusion/exclusion flow (Fig 1) and the label colour tables.
+
+
+if SYNTHETIC:
+
+    rule synthetic_cohort:
+        """The synthetic cohort that mirrors the paper's flow (478 -> 98 -> 72)."""
+        input:
+            lib("cohort"),
+        output:
+            "results/cohort/cohort.tsv",
+        params:
+            cohort=config["synthetic_cohort"],
+            criteria=CRITERIA,
+            cutoffs=CUTOFFS,
+            split=config["split"],
+            seed=SEED,
+            root=SYNTHETIC_ROOT,
+        log:
+            "logs/synthetic_cohort.log",
+        conda:
+            "../../envs/base.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        script:
+            "../scripts/synthetic_cohort.py"
+
+else:
+
+    rule cohort_table:
+        """Your cohort table, validated (every problem listed at once)."""
+        input:
+            table=COHORT_TSV,
+            code=lib("cohort"),
+        output:
+            "results/cohort/cohort.tsv",
+        params:
+            criteria=CRITERIA,
+        log:
+            "logs/cohort_table.log",
+        conda:
+            "../../envs/base.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        script:
+            "../scripts/cohort_table.py"
+
+
+rule filter_cohort:
+    """Inclusion and exclusion criteria in order, then the train/val split (by sex)."""
+    input:
+        cohort="results/cohort/cohort.tsv",
+        code=lib("cohort"),
+    output:
+        flow="results/cohort/flow.tsv",
+        included="results/cohort/included.tsv",
+    params:
+        criteria=CRITERIA,
+        split=config["split"],
+        seed=SEED,
+    log:
+        "logs/filter_cohort.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/filter_cohort.py"
+
+
+rule fig1_flow:
+    """Fig 1: CONSORT-style flow diagram drawn from flow.tsv."""
+    input:
+        flow="results/cohort/flow.tsv",
+        included="results/cohort/included.tsv",
+        code=lib("plots/style", "plots/flow"),
+    output:
+        png=report(
+            "results/figures/fig1_flow.png",
+            caption="../report/fig1_flow.rst",
+            category="1. Cohort",
+        ),
+        svg="results/figures/fig1_flow.svg",
+    params:
+        dpi=config["plots"]["dpi"],
+        colour=config["plots"]["flow_colour"],
+    log:
+        "logs/fig1_flow.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/fig1_flow.py"
+
+
+rule label_tables:
+    """3D Slicer colour table and ITK-SNAP label description, so label maps open with names."""
+    input:
+        labels=LABELS_TSV,
+        code=lib("labels"),
+    output:
+        slicer="results/labels/thighct_slicer_colors.ctbl",
+        itksnap="results/labels/thighct_itksnap_labels.txt",
+    log:
+        "logs/label_tables.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=2,
+    script:
+        "../scripts/label_tables.py"
+
+
+ALL_TARGETS.extend(
+    [
+        "results/cohort/flow.tsv",
+        "results/cohort/included.tsv",
+        "results/figures/fig1_flow.png",
+        "results/labels/thighct_slicer_colors.ctbl",
+    ]
+)

@@ -1,0 +1,113 @@
+# Shared state of the workflow: the label table, the cohort (validated and filtered once at
+# parse time, so a bad table stops the run before any job), input functions and constraints.
+import os
+import sys
+
+import pandas as pd
+
+sys.path.insert(0, str(REPO / "src"))  # the library works even without `pip install -e .`
+
+from thighct import cohort as cohort_lib
+from thighct.errors import ThighctError
+from thighct.labels import read_labels
+
+
+def repo_path(path):
+    """A config path: as given if it exists from the working directory, else under the repo."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    return str(REPO / p)
+
+
+def lib(*modules):
+    """Library source files a rule depends on, as inputs: editing a module reruns its rules.
+
+    Snakemake tracks a rule's script but not the modules it imports, so the modules are
+    declared as inputs (their mtimes then trigger reruns).
+    """
+    return [str(REPO / "src" / "thighct" / f"{m.replace('.', '/')}.py") for m in modules]
+
+
+def _fail(exc):
+    sys.stderr.write(f"\nthighct: {exc}\n\n")
+    raise SystemExit(1)
+
+
+LABELS_TSV = repo_path(config["labels"])
+try:
+    LABELS = read_labels(LABELS_TSV)
+except ThighctError as exc:
+    _fail(exc)
+
+SEED = int(config["seed"])
+MODELS = list(config["models"])
+CRITERIA = config["criteria"]
+CUTOFFS = config["sarcopenia"]["cutoffs"][config["sarcopenia"]["definition"]]
+SYNTHETIC = not config["cohort"]["table"]
+SYNTHETIC_ROOT = "results/synthetic"
+
+try:
+    if SYNTHETIC:
+        _raw = cohort_lib.synthetic_cohort(
+            config["synthetic_cohort"], CRITERIA, CUTOFFS, SEED, image_root=SYNTHETIC_ROOT
+        )
+        _inc, _ = cohort_lib.filter_cohort(
+            _raw, CRITERIA, config["split"]["n_val"], config["split"]["folds"], SEED
+        )
+        _raw = cohort_lib.assign_rater2(
+            _raw, _inc, config["synthetic_cohort"]["n_rater2"], SYNTHETIC_ROOT
+        )
+    else:
+        COHORT_TSV = repo_path(config["cohort"]["table"])
+        _raw = cohort_lib.read_cohort(COHORT_TSV)
+    COHORT = cohort_lib.validate_cohort(_raw, CRITERIA, path=None if SYNTHETIC else COHORT_TSV)
+    INCLUDED, FLOW = cohort_lib.filter_cohort(
+        COHORT,
+        CRITERIA,
+        config["split"]["n_val"],
+        config["split"]["folds"],
+        SEED,
+        path=None if SYNTHETIC else COHORT_TSV,
+    )
+    if not SYNTHETIC:
+        cohort_lib.check_paths(INCLUDED)
+except ThighctError as exc:
+    _fail(exc)
+
+SUBJECTS = list(INCLUDED["subject_id"])
+_ROWS = {r["subject_id"]: r for r in INCLUDED.to_dict("records")}
+ANNOTATED = [s for s in SUBJECTS if _ROWS[s]["label"]]
+TRAIN = [s for s in SUBJECTS if _ROWS[s]["split"] == "train"]
+VAL = [s for s in SUBJECTS if _ROWS[s]["split"] == "val"]
+UNLABELLED = [s for s in SUBJECTS if _ROWS[s]["split"] == "unlabelled"]
+RATER2 = [s for s in SUBJECTS if _ROWS[s]["label_rater2"]]
+FOLDS = int(config["split"]["folds"])
+
+# Final targets; every stage's .smk appends its own.
+ALL_TARGETS = []
+
+
+wildcard_constraints:
+    subject="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    model="|".join(MODELS),
+
+
+def subject_row(subject):
+    """The cohort row of an included subject, as a dict."""
+    return _ROWS[subject]
+
+
+def source_image(wildcards):
+    """The subject's raw image: a NIfTI file or a DICOM folder (synthetic: the phantom)."""
+    return _ROWS[wildcards.subject]["image"]
+
+
+def source_label(wildcards):
+    """The subject's first-rater label map (annotated subjects only)."""
+    return _ROWS[wildcards.subject]["label"]
+
+
+def source_label_rater2(wildcards):
+    """The subject's second-rater label map (RATER2 subjects only)."""
+    return _ROWS[wildcards.subject]["label_rater2"]

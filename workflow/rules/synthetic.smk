@@ -1,0 +1,1 @@
+# rules of stage synthetic (being written)

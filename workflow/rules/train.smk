@@ -1,0 +1,1 @@
+# rules of stage train (being written)
