@@ -9,7 +9,6 @@ one boolean column per filtering criterion, and the paths ``image``, ``label``,
 from __future__ import annotations
 
 import operator
-import re
 import zlib
 from pathlib import Path
 
@@ -20,16 +19,8 @@ from .errors import CohortError, ThighctError
 
 CLINICAL_COLUMNS = ("subject_id", "sex", "age", "height_cm", "weight_kg", "smi")
 PATH_COLUMNS = ("image", "label", "label_rater2")
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
        "==": operator.eq, "!=": operator.ne}
-# Plausible ranges; a value outside is an error (e.g. height given in metres).
-PLAUSIBLE = {
-    "age": (0.0, 120.0, "years"),
-    "height_cm": (100.0, 230.0, "cm (height in metres? multiply by 100)"),
-    "weight_kg": (20.0, 250.0, "kg"),
-    "smi": (2.0, 15.0, "kg/m² (DXA appendicular lean mass / height²)"),
-}
 
 
 def subject_rng(seed: int, key: str) -> np.random.Generator:
@@ -182,75 +173,99 @@ def read_cohort(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def validate_cohort(df: pd.DataFrame, criteria: list[dict], path=None) -> pd.DataFrame:
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "cohort.schema.yaml"
+NUMERIC_COLUMNS = ("age", "height_cm", "weight_kg", "smi")
+
+
+def load_cohort_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The row schema of the cohort table (workflow/schemas/cohort.schema.yaml)."""
+    import yaml
+
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_cohort(df: pd.DataFrame, criteria: list[dict], path=None,
+                    schema: dict | None = None) -> pd.DataFrame:
     """Check a cohort table; raise one :class:`CohortError` listing every problem.
 
-    Checks: required columns; duplicate and unsafe ids; missing required values; sex not F/M;
-    impossible ages, heights (e.g. in metres), weights and SMI; criterion columns that are not
-    booleans (or numbers for numeric criteria). Returns the table with typed columns.
+    Every row is checked against the cohort schema (required values, id pattern, sex F/M,
+    plausible age, height in cm, weight, SMI), plus duplicate ids and criterion columns that
+    are not true/false. Messages name the row (1-based, header = row 1), subject and column.
+    Returns the table with typed columns.
     """
+    import jsonschema
+
+    schema = dict(schema or load_cohort_schema())
+    crit_cols = list(dict.fromkeys(c["column"] for c in criteria))
+    schema["required"] = list(dict.fromkeys(list(schema.get("required", [])) + crit_cols))
+    validator = jsonschema.Draft202012Validator(schema)
     problems: list[str] = []
-    required = ["subject_id", "sex", "age", "height_cm", "image"] + [c["column"] for c in criteria]
-    missing_cols = [c for c in dict.fromkeys(required + ["weight_kg", "smi"]) if c not in df.columns]
+    missing_cols = [c for c in schema["required"] if c not in df.columns]
     if missing_cols:
         raise CohortError([f"missing column(s) {missing_cols}"], path=path)
     df = df.copy()
-    df["subject_id"] = df["subject_id"].astype("string")
+    reported: set = set()  # (row, column) already explained; the schema pass skips them
+    for col in NUMERIC_COLUMNS:
+        if col in df.columns:
+            numeric = pd.to_numeric(df[col], errors="coerce")
+            for i in df.index[numeric.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")]:
+                reported.add((i, col))
+                problems.append(f"{_row(df, i)}, column {col}: {df.at[i, col]!r} is not a number")
+            df[col] = numeric
+    bool_cols = [c["column"] for c in criteria if isinstance(c["value"], bool)]
+    for col in bool_cols:
+        parsed = df[col].map(_parse_bool)
+        for i in df.index[parsed.isna() & df[col].notna()]:
+            reported.add((i, col))
+            problems.append(f"{_row(df, i)}, column {col}: {df.at[i, col]!r} is not true/false")
+        df[col] = parsed
 
-    def row_label(i):
-        sid = df.at[i, "subject_id"]
-        return f"row {i + 2} (subject {sid if pd.notna(sid) else '?'})"  # +2: header, 1-based
-
-    for i in df.index:
-        sid = df.at[i, "subject_id"]
-        if pd.isna(sid) or str(sid).strip() == "":
-            problems.append(f"{row_label(i)}, column subject_id: missing id")
-        elif not SAFE_ID.match(str(sid)):
-            problems.append(f"{row_label(i)}, column subject_id: id {sid!r} is not safe as a file name "
-                            "(use letters, digits, '_', '-', '.')")
-    dups = df["subject_id"][df["subject_id"].duplicated(keep=False) & df["subject_id"].notna()]
-    for sid in sorted(set(dups)):
-        rows = [str(i + 2) for i in df.index[df["subject_id"] == sid]]
-        problems.append(f"rows {', '.join(rows)}, column subject_id: duplicate id {sid!r}")
-
-    for i in df.index:
-        sex = df.at[i, "sex"]
-        if pd.isna(sex) or str(sex) not in ("F", "M"):
-            problems.append(f"{row_label(i)}, column sex: {sex!r} is not F or M")
-
-    for col, (lo, hi, unit) in PLAUSIBLE.items():
-        numeric = pd.to_numeric(df[col], errors="coerce")
-        for i in df.index:
-            raw, val = df.at[i, col], numeric.at[i]
-            if pd.isna(raw) or str(raw).strip() == "":
-                if col in ("age", "height_cm"):
-                    problems.append(f"{row_label(i)}, column {col}: missing value")
-                continue
-            if pd.isna(val):
-                problems.append(f"{row_label(i)}, column {col}: {raw!r} is not a number")
-            elif not lo <= val <= hi:
-                problems.append(f"{row_label(i)}, column {col}: {val:g} is impossible "
-                                f"(expected {lo:g}..{hi:g} {unit})")
-        df[col] = numeric
-
-    for crit in criteria:
-        col = crit["column"]
-        if isinstance(crit["value"], bool):
-            parsed = df[col].map(_parse_bool)
-            for i in df.index[parsed.isna()]:
-                problems.append(f"{row_label(i)}, column {col}: {df.at[i, col]!r} is not true/false")
-            df[col] = parsed
+    for i, record in zip(df.index, df.to_dict("records"), strict=True):
+        row = {k: _json_value(v) for k, v in record.items()}
+        row = {k: v for k, v in row.items() if v is not None}  # empty cell = absent
+        for err in sorted(validator.iter_errors(row), key=lambda e: list(e.path)):
+            col = err.path[0] if err.path else "?"
+            if err.validator == "required":
+                col = err.message.split("'")[1]
+                if (i, col) in reported:
+                    continue
+                problems.append(f"{_row(df, i)}, column {col}: missing value")
+            else:
+                desc = schema["properties"].get(col, {}).get("description", "")
+                problems.append(f"{_row(df, i)}, column {col}: {err.message}"
+                                + (f" (expected: {desc})" if desc else ""))
+    sid = df["subject_id"].astype("string")
+    dups = sid[sid.duplicated(keep=False) & sid.notna()]
+    for dup in sorted(set(dups)):
+        rows = [str(i + 2) for i in df.index[sid == dup]]
+        problems.append(f"rows {', '.join(rows)}, column subject_id: duplicate id {dup!r}")
     if problems:
         raise CohortError(problems, path=path)
-    for crit in criteria:
-        if isinstance(crit["value"], bool):
-            df[crit["column"]] = df[crit["column"]].astype(bool)
+    for col in bool_cols:
+        df[col] = df[col].astype(bool)
     df["subject_id"] = df["subject_id"].astype(str)
     for col in PATH_COLUMNS:
         if col not in df.columns:
             df[col] = ""
         df[col] = df[col].fillna("").astype(str)
     return df
+
+
+def _row(df: pd.DataFrame, i) -> str:
+    sid = df.at[i, "subject_id"]
+    return f"row {i + 2} (subject {sid if pd.notna(sid) and str(sid) else '?'})"
+
+
+def _json_value(v):
+    """A cell as a JSON value: NaN/empty -> None, numpy scalars -> Python."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, str) and v.strip() == "":
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def _parse_bool(v):

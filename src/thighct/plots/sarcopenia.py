@@ -1,0 +1,223 @@
+"""Fig 7 and Fig 8 (sex-stratified correlation heatmaps of sarcopenia and muscle volumes) and
+the forest plot of the adjusted logistic models.
+
+Each heatmap panel is the correlation matrix of sarcopenia (0/1) and the height-adjusted volumes
+(mm³/m²) of one sex. The sarcopenia row of that matrix (the point-biserial r) is drawn as its own
+annotated column on the left, wide enough to print r and the FDR mark; the volumes' correlations
+with each other fill the lower triangle beside it. No torch or MONAI here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from ..stats import SARCOPENIA, SEXES, correlation_matrix, structure_order
+from .style import apply_style, save_figure
+
+PANEL_LETTERS = "ABCDEFGH"
+NA_COLOUR = "#d9d9d9"
+
+
+def _fmt_r(r: float, mark: bool) -> str:
+    # Unicode minus: a hyphen reads as a dash at print size.
+    return f"{r:.2f}".replace("-", "\u2212") + ("*" if mark else "")
+
+
+def _text_colour(value: float, cmap, norm) -> str:
+    """Black or white, whichever reads better on the cell colour."""
+    r, g, b, _ = cmap(norm(value))
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _group_boundaries(structures: Sequence[str], groups: Mapping[str, str] | None) -> list[int]:
+    """Indices where the muscle group changes (for separator lines)."""
+    if not groups:
+        return []
+    g = [groups.get(s) for s in structures]
+    return [i for i in range(1, len(g)) if g[i] != g[i - 1]]
+
+
+def _panel_caption(corr: pd.DataFrame, sex: str) -> str:
+    part = corr[corr["sex"] == sex]
+    n = int(part["n"].max()) if len(part) else 0
+    n_s = int(part["n_sarcopenic"].max()) if len(part) else 0
+    n_n = int(part["n_non_sarcopenic"].max()) if len(part) else 0
+    return f"n = {n} ({n_s} sarcopenic, {n_n} not)"
+
+
+def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.DataFrame,
+                structures: list[str], displays: Mapping[str, str], *, cmap, norm,
+                annotate_matrix: bool, groups: Mapping[str, str] | None, alpha: float):
+    """One sex: the annotated sarcopenia column and the lower-triangle volume matrix."""
+    n = len(structures)
+    ax_s, ax_m = subfig.subplots(1, 2, sharey=True,
+                                 gridspec_kw={"width_ratios": [max(1.8, 0.09 * n), n], "wspace": 0.04})
+    part = corr[corr["sex"] == sex].set_index("structure").reindex(structures)
+    r = part["r"].to_numpy(float)
+    sig = part["p_fdr"].to_numpy(float) < alpha
+    names = [displays.get(s, s) for s in structures]
+
+    # Sarcopenia column: one cell per structure, r printed in it.
+    ax_s.set_facecolor(NA_COLOUR)
+    sns.heatmap(r[:, None], ax=ax_s, cmap=cmap, norm=norm, cbar=False, linewidths=0.4,
+                linecolor="white", xticklabels=["Sarcopenia"], yticklabels=names, square=False)
+    for i, value in enumerate(r):
+        if np.isfinite(value):
+            ax_s.text(0.5, i + 0.5, _fmt_r(value, bool(sig[i])), ha="center", va="center",
+                      fontsize=8.5 if n > 10 else 10, color=_text_colour(value, cmap, norm),
+                      weight="bold" if sig[i] else "normal")
+        else:
+            ax_s.text(0.5, i + 0.5, "n/a", ha="center", va="center", fontsize=8, color="#555555")
+    ax_s.tick_params(axis="y", length=0)
+    ax_s.tick_params(axis="x", length=0, labelrotation=90)
+    ax_s.set_ylabel("")
+
+    # Volume-volume correlations, lower triangle with the diagonal.
+    vol = matrix.reindex(index=structures, columns=structures).to_numpy(float)
+    mask = np.triu(np.ones_like(vol, dtype=bool), k=1)
+    ax_m.set_facecolor("white")
+    annot = np.vectorize(lambda v: _fmt_r(v, False) if np.isfinite(v) else "")(vol) if annotate_matrix else False
+    sns.heatmap(vol, ax=ax_m, mask=mask, cmap=cmap, norm=norm, cbar=False, linewidths=0.4,
+                linecolor="white", xticklabels=names, yticklabels=False, square=False,
+                annot=annot, fmt="", annot_kws={"fontsize": 9})
+    if annotate_matrix:
+        for text, value in zip(ax_m.texts, vol[~mask], strict=False):
+            text.set_color(_text_colour(value, cmap, norm))
+    ax_m.tick_params(axis="x", length=0, labelrotation=90)
+    ax_m.tick_params(axis="y", length=0)
+    for b in _group_boundaries(structures, groups):
+        ax_s.axhline(b, color="black", lw=1.0)
+        ax_m.plot([0, b], [b, b], color="black", lw=1.0)
+        ax_m.plot([b, b], [b, n], color="black", lw=1.0)
+    for ax in (ax_s, ax_m):
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+
+    reasons = sorted(set(part["reason"].dropna().astype(str)) - {"", "nan"})
+    title = f"{letter}   {SEXES[sex]}"
+    ax_s.set_title(title, loc="left", fontsize=13, weight="bold", pad=22 if reasons else 14, x=-0.2 * n / max(n, 1))
+    subtitle = _panel_caption(corr, sex)
+    if reasons and not np.isfinite(r).any():
+        subtitle += "\nnot computed: " + "; ".join(reasons)
+    ax_m.set_title(subtitle, loc="left", fontsize=9.5, pad=6 if not reasons else 4)
+    return ax_s, ax_m
+
+
+def plot_correlation_heatmaps(
+    adjusted: pd.DataFrame,
+    correlations: pd.DataFrame,
+    family: str,
+    png_path,
+    *,
+    groups: Mapping[str, str] | None = None,
+    cmap: str = "RdBu_r",
+    alpha: float = 0.05,
+    dpi: int = 200,
+    figsize: tuple[float, float] | None = None,
+    annotate_matrix: bool | None = None,
+    title: str | None = None,
+    also: tuple[str, ...] = ("pdf",),
+) -> Figure:
+    """Fig 7 (family ``muscles``) or Fig 8 (``groups``): panel A female, panel B male.
+
+    ``adjusted``: the adjusted-volume table (:func:`thighct.stats.adjusted_volumes`);
+    ``correlations``: the correlation table of this family (:func:`thighct.stats.correlate`).
+    Colour: Pearson r on a diverging map centred on 0 with limits ±1. The sarcopenia column
+    prints r, with ``*`` where p_fdr < ``alpha``. ``groups`` (structure -> group) draws lines
+    between muscle groups. Returns the (closed) figure, for tests.
+    """
+    apply_style()
+    structures = structure_order(adjusted, family) or list(
+        correlations.loc[correlations["family"] == family, "structure"].drop_duplicates())
+    displays = dict(zip(correlations["structure"], correlations["display"], strict=False))
+    n = len(structures)
+    if annotate_matrix is None:
+        annotate_matrix = n <= 8
+    if figsize is None:
+        cell = 0.19 if n > 10 else 0.62
+        width = 2 * (1.7 + max(0.55, 0.09 * n * cell / 0.19) + n * cell) + 1.3
+        height = n * cell + (2.6 if n > 10 else 1.9)
+        figsize = (width, height)
+    cm = plt.get_cmap(cmap)
+    norm = Normalize(vmin=-1.0, vmax=1.0)
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.06, h_pad=0.06, wspace=0.04)
+    subfigs = fig.subfigures(1, 3, width_ratios=[1, 1, 0.09 if n > 10 else 0.14], wspace=0.0)
+    matrix_axes = []
+    for k, sex in enumerate(SEXES):
+        matrix = correlation_matrix(adjusted, family, sex) if len(adjusted) else pd.DataFrame()
+        matrix = matrix.drop(index=SARCOPENIA, columns=SARCOPENIA, errors="ignore")
+        _, ax_m = _draw_panel(subfigs[k], PANEL_LETTERS[k], sex, matrix, correlations, structures,
+                              displays, cmap=cm, norm=norm, annotate_matrix=annotate_matrix,
+                              groups=groups, alpha=alpha)
+        matrix_axes.append(ax_m)
+    cax = subfigs[2].add_axes([0.05, 0.25, 0.3, 0.55])
+    cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cm), cax=cax)
+    cb.set_ticks([-1, -0.5, 0, 0.5, 1])
+    cb.set_ticklabels(["\u22121", "\u22120.5", "0", "0.5", "1"])
+    cb.set_label("Correlation r", fontsize=10)
+    cb.outline.set_visible(False)
+    note = (f"Volumes adjusted by height\u00b2 (mm\u00b3/m\u00b2). Sarcopenia column: point-biserial r "
+            f"(sarcopenic = 1; r < 0: smaller volume in sarcopenia); * p < {alpha:g} after "
+            f"Benjamini\u2013Hochberg FDR within sex.")
+    fig.supxlabel(note, fontsize=9, color="#333333")
+    if title:
+        fig.suptitle(title, fontsize=12)
+    save_figure(fig, png_path, also=also, dpi=dpi)
+    return fig
+
+
+def plot_adjusted_models(models: pd.DataFrame, png_path, *, dpi: int = 200,
+                         also: tuple[str, ...] = ("pdf",), confidence: float = 0.95) -> Figure:
+    """Forest plot: odds ratio of sarcopenia per SD of adjusted volume (log axis), with CI, one
+    panel per sex; rows whose model could not be fitted say why."""
+    apply_style()
+    structures = list(models["structure"].drop_duplicates())
+    displays = dict(zip(models["structure"], models["display"], strict=False))
+    n = len(structures)
+    fig, axes = plt.subplots(1, len(SEXES), figsize=(11, 0.55 * n + 1.9), sharey=True,
+                             layout="constrained")
+    finite = models[["ci_low", "ci_high"]].to_numpy(float)
+    finite = finite[np.isfinite(finite)]
+    lo = min(0.1, finite.min() / 1.5) if finite.size else 0.1
+    hi = max(10.0, finite.max() * 1.5) if finite.size else 10.0
+    for k, (ax, sex) in enumerate(zip(axes, SEXES, strict=True)):
+        part = models[models["sex"] == sex].set_index("structure").reindex(structures)
+        y = np.arange(n)[::-1]
+        ax.axvline(1.0, color="#777777", lw=1, ls="--", zorder=0)
+        for yi, (s, row) in zip(y, part.iterrows(), strict=True):
+            if np.isfinite(row["odds_ratio"]):
+                ax.plot([row["ci_low"], row["ci_high"]], [yi, yi], color="#2b6ca3", lw=2)
+                ax.plot(row["odds_ratio"], yi, "s", color="#2b6ca3", ms=7)
+                label = f"{row['odds_ratio']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+                ax.annotate(label, (1.0, yi), xycoords=("axes fraction", "data"), xytext=(6, 0),
+                            textcoords="offset points", va="center", fontsize=9)
+            else:
+                reason = str(row["reason"]) if isinstance(row["reason"], str) else "not estimable"
+                ax.text(np.sqrt(lo * hi), yi, "not estimable: " + reason.split(":")[0], ha="center",
+                        va="center", fontsize=8.5, color="#8a1c1c", style="italic")
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_yticks(y, [displays.get(s, s) for s in structures])
+        ax.set_ylim(-0.7, n - 0.3)
+        pct = f"{confidence * 100:g}%"
+        ax.set_xlabel(f"Odds ratio of sarcopenia per SD of adjusted volume ({pct} CI, log scale)")
+        sub = models[models["sex"] == sex]
+        cov = sub["covariates"].iloc[0] if len(sub) else "none"
+        n_txt = (f"n = {int(sub['n'].max())} ({int(sub['n_sarcopenic'].max())} sarcopenic, "
+                 f"{int(sub['n_non_sarcopenic'].max())} not)") if len(sub) else "n = 0"
+        ax.set_title(f"{PANEL_LETTERS[k]}   {SEXES[sex]}", loc="left", weight="bold", fontsize=12)
+        ax.text(0.0, 1.01, f"{n_txt}; adjusted for {cov}", transform=ax.transAxes, fontsize=9,
+                va="bottom")
+        ax.title.set_position((0.0, 1.07))
+        ax.grid(axis="x", which="major", color="#e5e5e5", lw=0.8)
+        ax.tick_params(axis="y", length=0)
+    save_figure(fig, png_path, also=also, dpi=dpi)
+    return fig
