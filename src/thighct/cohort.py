@@ -390,3 +390,18 @@ def smi_status(smi: pd.Series, sex: pd.Series, cutoffs: dict) -> pd.Series:
     cut = sex.map({k: float(v) for k, v in cutoffs.items()})
     status = (smi < cut).astype(float)
     return status.where(smi.notna() & cut.notna())
+
+
+def chunk_subjects(subjects: list[str], n_chunks: int) -> dict[str, list[str]]:
+    """Split subjects into at most ``n_chunks`` named chunks by a stable hash of the id.
+
+    Adding or removing one subject changes only the chunk it hashes to. With ``n_chunks`` at
+    least the number of subjects every subject gets its own chunk (named after it).
+    Empty chunks are left out; members keep their order in ``subjects``.
+    """
+    if n_chunks >= len(subjects):
+        return {s: [s] for s in subjects}
+    out: dict[str, list[str]] = {}
+    for s in subjects:
+        out.setdefault(f"chunk{zlib.crc32(s.encode()) % n_chunks:03d}", []).append(s)
+    return dict(sorted(out.items()))

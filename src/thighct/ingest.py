@@ -357,7 +357,7 @@ def ingest_label(
         "subject": subject,
         "source": str(path),
         "source_ids": [int(v) for v in source_ids],
-        "mapping": {str(k): int(v) for k, v in sorted(lookup.items()) if k != v},
+        "mapping": {str(k): int(v) for k, v in sorted(lookup.items()) if v != 0 and k != v},
         "dropped_ids": sorted(int(k) for k, v in lookup.items() if v == 0 and k != 0),
         "voxels": {labels.name_of(c): int(n) for c, n in enumerate(counts) if c and n},
         "volume_mm3": {
@@ -381,3 +381,28 @@ def write_label(volume: io.Volume, info: dict, label_path, info_path=None) -> No
     io.save_nifti(label_path, volume.array, volume.affine, np.uint8)
     if info_path is not None:
         io.save_json(info_path, info)
+
+
+def ingest_subject(
+    source, image_path, info_path, settings: IngestSettings, subject: str | None = None
+) -> dict:
+    """Ingest one scan end to end: checks first, then both outputs written (nothing on failure)."""
+    volume, info = ingest_image(source, settings, subject=subject)
+    write_image(volume, info, image_path, info_path)
+    return info
+
+
+def ingest_subject_label(
+    source,
+    image_path,
+    label_path,
+    info_path,
+    labels: LabelTable,
+    settings: IngestSettings,
+    subject: str | None = None,
+) -> dict:
+    """Ingest one label map against the subject's ingested image (nothing written on failure)."""
+    image = io.load_nifti(image_path, subject=subject)
+    label, info = ingest_label(source, image, labels, settings, subject=subject)
+    write_label(label, info, label_path, info_path)
+    return info

@@ -102,9 +102,15 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     The world position of every voxel is unchanged (only axis order and direction change), and
     the dtype is kept. Returns ``(array, affine)``.
     """
-    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=float))
-    canon = nib.as_closest_canonical(img)
-    return np.asanyarray(canon.dataobj), canon.affine.copy()
+    # What nib.as_closest_canonical does, on bare arrays (any dtype, e.g. int64 labels).
+    array = np.asarray(array)
+    affine = np.asarray(affine, dtype=float)
+    ornt = nib.orientations.io_orientation(affine)
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return array, affine.copy()
+    out = nib.orientations.apply_orientation(array, ornt)
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
+    return np.ascontiguousarray(out), new_affine
 
 
 def is_nifti(path: str | Path) -> bool:

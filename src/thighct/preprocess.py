@@ -176,7 +176,10 @@ def _affine_of(tensor) -> np.ndarray:
 def orientation_transform(settings: PreprocessSettings, keys: Sequence[str]):
     from monai.transforms import Orientationd
 
-    return Orientationd(keys=list(keys), axcodes=settings.orientation)
+    # Explicit labels: RAS+ world (NIfTI), as nibabel; silences MONAI's changed-default warning.
+    return Orientationd(
+        keys=list(keys), axcodes=settings.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))
+    )
 
 
 def pipeline(settings: PreprocessSettings, keys: Sequence[str], start, end):
@@ -271,7 +274,9 @@ def preprocess_label(label: np.ndarray, transform: Mapping) -> np.ndarray:
     from monai.transforms import Compose
 
     settings = PreprocessSettings.from_config(transform["settings"])
-    affine = np.asarray(transform["ingested"]["affine"], float)
+    shape, affine = native_grid(transform)
+    if tuple(np.shape(label)) != shape:
+        raise ValueError(f"label shape {np.shape(label)} is not the ingested image's shape {shape}")
     data = {"label": _meta_tensor(np.asarray(label), affine)}
     data = orientation_transform(settings, ["label"])(data)
     start, end = transform["crop"]["start"], transform["crop"]["end"]

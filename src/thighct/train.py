@@ -528,9 +528,9 @@ def train_model(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             scheduler.step()
             losses.append(float(loss.detach()))
-        lr = optimizer.param_groups[0]["lr"]
 
         val_dice = float("nan")
         if val_items and (epoch % settings.val_every == 0 or epoch == settings.epochs):

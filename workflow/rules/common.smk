@@ -84,6 +84,13 @@ UNLABELLED = [s for s in SUBJECTS if _ROWS[s]["split"] == "unlabelled"]
 RATER2 = [s for s in SUBJECTS if _ROWS[s]["label_rater2"]]
 FOLDS = int(config["split"]["folds"])
 
+# The per-scan stages that load torch and MONAI (preprocess, predict) run in chunks: one job
+# per chunk of subjects, so MONAI's import (about 5 CPU-s) is paid once per chunk instead of
+# once per scan. A subject's chunk follows from a stable hash of its id, so adding a subject
+# reruns only its own chunk. config `chunks` = 0 means one job per subject.
+N_CHUNKS = int(config["chunks"]) or len(SUBJECTS)
+CHUNKS = cohort_lib.chunk_subjects(SUBJECTS, N_CHUNKS)
+
 # Final targets; every stage's .smk appends its own.
 ALL_TARGETS = []
 

@@ -1,1 +1,123 @@
-# rules of stage train (being written)
+# Stage 3: training of each segmentation network (UNETR and the 3D U-Net baseline) on random
+# crops of the preprocessed training scans, keeping the weights with the best validation Dice.
+# A job killed at its time limit resumes from {train.checkpoint_dir}/{model}/last.pt when rerun.
+# With split.folds = k, k more models per network are trained, fold k held out for validation.
+
+TRAIN_CFG = config["train"]
+FOLD_IDS = list(range(FOLDS))
+
+
+def preprocessed(subjects, kind):
+    return expand("results/preprocessed/{subject}/{kind}.nii.gz", subject=subjects, kind=kind)
+
+
+def fold_subjects(fold, held_out):
+    """Annotated subjects of cross-validation fold ``fold`` (held_out) or of all the others."""
+    rows = INCLUDED[INCLUDED["subject_id"].isin(ANNOTATED)]
+    chosen = rows["fold"] == fold if held_out else rows["fold"] != fold
+    return list(rows.loc[chosen, "subject_id"])
+
+
+def train_inputs(train_ids, val_ids):
+    return {
+        "train_images": preprocessed(train_ids, "image"),
+        "train_labels": preprocessed(train_ids, "label"),
+        "val_images": preprocessed(val_ids, "image"),
+        "val_labels": preprocessed(val_ids, "label"),
+        "labels": LABELS_TSV,
+        "code": lib("io", "labels", "models", "train"),
+    }
+
+
+def fold_inputs(wildcards):
+    fold = int(wildcards.fold)
+    return train_inputs(fold_subjects(fold, False), fold_subjects(fold, True))
+
+
+def fold_params(wildcards):
+    fold = int(wildcards.fold)
+    return {
+        "train": fold_subjects(fold, False),
+        "val": fold_subjects(fold, True),
+        "fold": fold,
+    }
+
+
+rule train:
+    """One network trained on the train split, validated on the val split (paper: 60 / 12)."""
+    input:
+        **train_inputs(TRAIN, VAL),
+    output:
+        model="results/models/{model}/model.pt",
+        log="results/models/{model}/train_log.tsv",
+    params:
+        network=lambda wc: config["networks"][wc.model],
+        train=TRAIN_CFG,
+        seed=SEED,
+        subjects={"train": TRAIN, "val": VAL, "fold": None},
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "benchmarks/train/{model}.tsv"
+    conda:
+        "../../envs/base.yaml"
+    threads: TRAIN_CFG["threads"]
+    resources:
+        gpu=TRAIN_CFG["resources"]["gpu"],
+        gpu_model=TRAIN_CFG["resources"]["gpu_model"],
+        runtime=TRAIN_CFG["resources"]["runtime"],
+        mem_mb=TRAIN_CFG["resources"]["mem_mb"],
+    script:
+        "../scripts/train.py"
+
+
+use rule train as train_fold with:
+    input:
+        unpack(fold_inputs),
+    output:
+        model="results/models/{model}/fold{fold}/model.pt",
+        log="results/models/{model}/fold{fold}/train_log.tsv",
+    params:
+        network=lambda wc: config["networks"][wc.model],
+        train=TRAIN_CFG,
+        seed=SEED,
+        subjects=fold_params,
+    wildcard_constraints:
+        fold=r"\d+",
+    log:
+        "logs/train/{model}_fold{fold}.log",
+    benchmark:
+        "benchmarks/train/{model}_fold{fold}.tsv"
+
+
+rule training_curves:
+    """Training loss and validation mean Dice per epoch, one panel each, a line per model."""
+    input:
+        logs=expand("results/models/{model}/train_log.tsv", model=MODELS),
+        code=lib("plots/style", "plots/training"),
+    output:
+        png=report(
+            "results/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="3. Training",
+        ),
+    params:
+        models=MODELS,
+        dpi=config["plots"]["dpi"],
+    log:
+        "logs/training_curves.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/training_curves.py"
+
+
+ALL_TARGETS.extend(
+    expand("results/models/{model}/{file}", model=MODELS, file=["model.pt", "train_log.tsv"])
+    + expand("results/models/{model}/fold{fold}/model.pt", model=MODELS, fold=FOLD_IDS)
+    + ["results/figures/training_curves.png"]
+)

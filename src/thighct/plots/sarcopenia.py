@@ -17,12 +17,19 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..stats import SARCOPENIA, SEXES, correlation_matrix, structure_order
 from .style import apply_style, save_figure
 
 PANEL_LETTERS = "ABCDEFGH"
 NA_COLOUR = "#d9d9d9"
+OR_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+COVARIATE_NAMES = {"bmi": "BMI", "age": "age"}
+
+
+def _covariate_names(covariates: str) -> str:
+    return ", ".join(COVARIATE_NAMES.get(c.strip(), c.strip()) for c in str(covariates).split(","))
 
 
 def _fmt_r(r: float, mark: bool) -> str:
@@ -57,8 +64,9 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
                 annotate_matrix: bool, groups: Mapping[str, str] | None, alpha: float):
     """One sex: the annotated sarcopenia column and the lower-triangle volume matrix."""
     n = len(structures)
-    ax_s, ax_m = subfig.subplots(1, 2, sharey=True,
-                                 gridspec_kw={"width_ratios": [max(1.8, 0.09 * n), n], "wspace": 0.04})
+    # Not sharey: seaborn would then strip the names from the sarcopenia column.
+    ax_s, ax_m = subfig.subplots(1, 2, gridspec_kw={"width_ratios": [1.8 if n > 8 else 1.2, n],
+                                                   "wspace": 0.0})
     part = corr[corr["sex"] == sex].set_index("structure").reindex(structures)
     r = part["r"].to_numpy(float)
     sig = part["p_fdr"].to_numpy(float) < alpha
@@ -75,8 +83,9 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
                       weight="bold" if sig[i] else "normal")
         else:
             ax_s.text(0.5, i + 0.5, "n/a", ha="center", va="center", fontsize=8, color="#555555")
-    ax_s.tick_params(axis="y", length=0)
-    ax_s.tick_params(axis="x", length=0, labelrotation=90)
+    ax_s.tick_params(axis="y", length=0, labelrotation=0)
+    ax_s.tick_params(axis="x", length=0, labelrotation=0, top=True, labeltop=True, bottom=False,
+                     labelbottom=False)
     ax_s.set_ylabel("")
 
     # Volume-volume correlations, lower triangle with the diagonal.
@@ -90,7 +99,7 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
     if annotate_matrix:
         for text, value in zip(ax_m.texts, vol[~mask], strict=False):
             text.set_color(_text_colour(value, cmap, norm))
-    ax_m.tick_params(axis="x", length=0, labelrotation=90)
+    ax_m.tick_params(axis="x", length=0, labelrotation=90 if n > 8 else 0)
     ax_m.tick_params(axis="y", length=0)
     for b in _group_boundaries(structures, groups):
         ax_s.axhline(b, color="black", lw=1.0)
@@ -101,12 +110,11 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
             spine.set_visible(False)
 
     reasons = sorted(set(part["reason"].dropna().astype(str)) - {"", "nan"})
-    title = f"{letter}   {SEXES[sex]}"
-    ax_s.set_title(title, loc="left", fontsize=13, weight="bold", pad=22 if reasons else 14, x=-0.2 * n / max(n, 1))
+    subfig.suptitle(f"{letter}   {SEXES[sex]}", x=0.0, ha="left", fontsize=13, weight="bold")
     subtitle = _panel_caption(corr, sex)
     if reasons and not np.isfinite(r).any():
         subtitle += "\nnot computed: " + "; ".join(reasons)
-    ax_m.set_title(subtitle, loc="left", fontsize=9.5, pad=6 if not reasons else 4)
+    ax_m.set_title(subtitle, loc="left", fontsize=10)
     return ax_s, ax_m
 
 
@@ -214,9 +222,10 @@ def plot_adjusted_models(models: pd.DataFrame, png_path, *, dpi: int = 200,
         n_txt = (f"n = {int(sub['n'].max())} ({int(sub['n_sarcopenic'].max())} sarcopenic, "
                  f"{int(sub['n_non_sarcopenic'].max())} not)") if len(sub) else "n = 0"
         ax.set_title(f"{PANEL_LETTERS[k]}   {SEXES[sex]}", loc="left", weight="bold", fontsize=12)
-        ax.text(0.0, 1.01, f"{n_txt}; adjusted for {cov}", transform=ax.transAxes, fontsize=9,
-                va="bottom")
-        ax.title.set_position((0.0, 1.07))
+        ax.set_title(f"{n_txt}\nadjusted for {_covariate_names(cov)}", loc="right", fontsize=9)
+        ax.xaxis.set_major_locator(FixedLocator([t for t in OR_TICKS if lo <= t <= hi]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(axis="x", which="major", color="#e5e5e5", lw=0.8)
         ax.tick_params(axis="y", length=0)
     save_figure(fig, png_path, also=also, dpi=dpi)

@@ -1,0 +1,125 @@
+"""Networks from config, and model files that refuse to be read against the wrong labels."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, load_config
+from thighct.errors import ThighctError
+from thighct.labels import LabelTable, read_labels
+from thighct.models import (
+    build_network,
+    count_parameters,
+    load_model,
+    model_meta,
+    network_roi,
+    save_model,
+)
+
+LABELS = read_labels(REPO / "config" / "labels.tsv")
+TINY = load_config(REPO / "tests" / "config" / "tiny.yaml")
+
+
+@pytest.mark.parametrize("model", ["unetr", "unet"])
+def test_each_network_gives_one_logit_per_class_and_voxel(model):
+    cfg = TINY["networks"][model]
+    net = build_network(model, cfg, LABELS.n_classes)
+    roi = network_roi(cfg)
+    with torch.no_grad():
+        out = net(torch.zeros(2, 1, *roi))
+    assert out.shape == (2, LABELS.n_classes, *roi)
+
+
+@pytest.mark.parametrize("model", ["unetr", "unet"])
+def test_default_networks_build_from_config(model):
+    cfg = load_config()["networks"][model]
+    net = build_network(model, cfg, LABELS.n_classes)
+    assert count_parameters(net) > 0
+    assert type(net).__name__ == {"unetr": "UNETR", "unet": "UNet"}[model]
+
+
+def test_paper_unetr_is_unetr_base_with_about_92_million_parameters():
+    cfg = load_config(REPO / "config" / "paper.yaml")["networks"]["unetr"]
+    assert network_roi(cfg) == (96, 96, 96)
+    net = build_network("unetr", cfg, LABELS.n_classes)
+    # Hatamizadeh et al. 2021 report 92.58 M parameters for UNETR-base (BTCV, 14 classes).
+    assert 90e6 < count_parameters(net) < 95e6
+
+
+def _saved(tmp_path, model="unet"):
+    cfg = TINY["networks"][model]
+    torch.manual_seed(0)
+    net = build_network(model, cfg, LABELS.n_classes)
+    path = tmp_path / "model.pt"
+    save_model(path, net, model_meta(model, cfg, LABELS, best_epoch=3))
+    return path, net, cfg
+
+
+def test_saved_model_reloads_with_identical_outputs(tmp_path):
+    path, net, cfg = _saved(tmp_path)
+    loaded, meta = load_model(path, LABELS, net_cfg=cfg)
+    x = torch.rand(1, 1, *network_roi(cfg))
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
+    assert meta["best_epoch"] == 3
+    assert meta["network"]["roi"] == list(network_roi(cfg))
+    assert [r["name"] for r in meta["labels"]] == LABELS.names
+
+
+def test_model_file_holds_only_weights_and_plain_metadata(tmp_path):
+    path, _, _ = _saved(tmp_path)
+    blob = torch.load(path, weights_only=True)
+    assert set(blob) == {"state_dict", "meta"}
+
+
+def test_loading_against_another_label_table_fails_naming_file_and_fix(tmp_path):
+    path, _, _ = _saved(tmp_path)
+    table = LABELS.table.copy()
+    table.loc[table["id"] == 5, "name"] = "vastus_something_else"
+    with pytest.raises(ThighctError) as err:
+        load_model(path, LabelTable(table))
+    text = str(err.value)
+    assert str(path) in text and "vastus_medialis" in text and "fix:" in text
+
+
+def test_loading_against_fewer_classes_fails(tmp_path):
+    path, _, _ = _saved(tmp_path)
+    with pytest.raises(ThighctError, match="different label table"):
+        load_model(path, LabelTable(LABELS.table.iloc[:10].reset_index(drop=True)))
+
+
+def test_loading_against_another_network_config_fails(tmp_path):
+    path, _, cfg = _saved(tmp_path)
+    with pytest.raises(ThighctError, match="channels"):
+        load_model(path, LABELS, net_cfg={**cfg, "channels": [8, 16, 32]})
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(ThighctError, match="not a thighct model"):
+        load_model(path, LABELS)
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"arch": "transformer", "roi": [32, 32, 32]}, "arch"),
+        ({"arch": "unetr", "roi": [40, 40, 40]}, "divisible by 16"),
+        ({"arch": "unetr", "roi": [32, 32, 32], "patch_size": 8}, "16-voxel patches"),
+        ({"arch": "unet", "roi": [32, 32, 32], "channels": [4, 8], "strides": [2], "depth": 3}, "depth"),
+        ({"arch": "unet", "roi": [36, 36, 36], "channels": [4, 8, 16], "strides": [2, 4]}, "divisible by 8"),
+        ({"arch": "unet", "roi": [32, 32]}, "three positive"),
+    ],
+)
+def test_a_bad_network_config_is_a_clear_error(cfg, message):
+    with pytest.raises(ThighctError, match=message):
+        build_network("net", cfg, 3)
+
+
+def test_label_table_fixture_is_the_papers_30_classes():
+    assert LABELS.n_classes == 30
+    assert isinstance(LABELS.table, pd.DataFrame)
