@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, load_config
+
 from thighct.errors import ThighctError
 from thighct.labels import LabelTable, read_labels
 from thighct.models import (
@@ -110,8 +110,14 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
         ({"arch": "transformer", "roi": [32, 32, 32]}, "arch"),
         ({"arch": "unetr", "roi": [40, 40, 40]}, "divisible by 16"),
         ({"arch": "unetr", "roi": [32, 32, 32], "patch_size": 8}, "16-voxel patches"),
-        ({"arch": "unet", "roi": [32, 32, 32], "channels": [4, 8], "strides": [2], "depth": 3}, "depth"),
-        ({"arch": "unet", "roi": [36, 36, 36], "channels": [4, 8, 16], "strides": [2, 4]}, "divisible by 8"),
+        (
+            {"arch": "unet", "roi": [32, 32, 32], "channels": [4, 8], "strides": [2], "depth": 3},
+            "depth",
+        ),
+        (
+            {"arch": "unet", "roi": [36, 36, 36], "channels": [4, 8, 16], "strides": [2, 4]},
+            "divisible by 8",
+        ),
         ({"arch": "unet", "roi": [32, 32]}, "three positive"),
     ],
 )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,10 @@ HD_PERCENTILE = 95.0
 # Voxels per slab of the confusion-matrix pass: bounds the temporary int64 index array to
 # ~32 MiB whatever the scan size (an implementation limit, it does not change any result).
 CONFUSION_CHUNK_VOXELS = 1 << 22
+# Lattice offsets tried around each boundary voxel before falling back to the KD-tree: most
+# boundary voxels of a fair segmentation lie within a few voxels of the other boundary, where
+# a lookup is ~100× cheaper than a tree query. Changes speed only, never a result.
+MAX_SHELL_OFFSETS = 256
 
 METRIC_COLUMNS = ("dice", "assd_mm", "hd_mm", "hd95_mm", "ravd", "hd95_pooled_mm")
 VOLUME_COLUMNS = ("volume_pred_mm3", "volume_true_mm3")
@@ -122,6 +127,23 @@ def union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple
     )
 
 
+def box_with_margin(
+    box: tuple[slice, ...], margin: Sequence[int], shape: Sequence[int]
+) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
+    """``box`` grown by ``margin`` voxels per axis, clipped to ``shape``, and the padding
+    (before, after) per axis that the clipping left missing."""
+    grown, pad = [], []
+    for sl, m, n in zip(box, margin, shape, strict=True):
+        lo, hi = sl.start - int(m), sl.stop + int(m)
+        grown.append(slice(max(lo, 0), min(hi, n)))
+        pad.append((max(0, -lo), max(0, hi - n)))
+    return tuple(grown), pad
+
+
+def _padded(mask: np.ndarray, pad: list[tuple[int, int]]) -> np.ndarray:
+    return np.pad(mask, pad) if any(a or b for a, b in pad) else mask
+
+
 def boundary(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` with a face neighbour outside it (outside the array counts as outside).
 
@@ -143,22 +165,92 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     return inner
 
 
+@dataclass(frozen=True)
+class Shells:
+    """Lattice offsets around a voxel, ordered by physical length and grouped by equal length.
+
+    ``offsets`` (n, 3) voxel steps, ``lengths`` (n,) mm, ``starts`` the index where each group of
+    equal length begins (plus n at the end), ``reach`` the voxel margin per axis they need and
+    ``radius_mm`` the radius up to which they hold every lattice offset.
+    """
+
+    offsets: np.ndarray
+    lengths: np.ndarray
+    starts: np.ndarray
+    reach: np.ndarray
+    radius_mm: float
+
+
+def lattice_shells(spacing: np.ndarray, max_offsets: int) -> Shells:
+    """All non-zero lattice offsets within the largest radius (mm) that holds ≤ ``max_offsets``.
+
+    The radius is the length of a lattice offset itself, so every offset up to it is included:
+    a target found at a group's length is then the exact nearest one.
+    """
+    spacing = np.asarray(spacing, dtype=np.float64)
+    # Reach enough for max_offsets in the densest direction, then keep the complete ball.
+    reach = np.maximum(1, np.ceil((max_offsets ** (1 / 3)) * spacing.min() / spacing)).astype(int)
+    grids = np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij")
+    offsets = np.stack([g.ravel() for g in grids], axis=1)
+    lengths = np.sqrt(((offsets * spacing) ** 2).sum(axis=1))
+    order = np.argsort(lengths, kind="stable")
+    offsets, lengths = offsets[order][1:], lengths[order][1:]  # drop the zero offset
+    # The box only holds complete balls up to its smallest half-width.
+    complete = lengths <= (reach * spacing).min() + 1e-9
+    offsets, lengths = offsets[complete][:max_offsets], lengths[complete][:max_offsets]
+    # Cut at a change of length so no group of equal length is split.
+    if len(lengths) and len(lengths) == max_offsets:
+        keep = lengths < lengths[-1]
+        offsets, lengths = offsets[keep], lengths[keep]
+    _, starts = np.unique(lengths, return_index=True)
+    radius = float(lengths[-1]) if len(lengths) else 0.0
+    reach = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(len(spacing), int)
+    return Shells(offsets, lengths, np.append(starts, len(lengths)), reach, radius)
+
+
 def directed_distances(
-    source: np.ndarray, target: np.ndarray, spacing: np.ndarray, workers: int = 1
+    source: np.ndarray,
+    target: np.ndarray,
+    spacing: np.ndarray,
+    shells: Shells | None = None,
+    workers: int = 1,
 ) -> np.ndarray:
     """Distance (mm) from every ``source`` boundary voxel to the nearest ``target`` boundary voxel.
 
-    ``source`` and ``target`` are boundary masks on the same grid. Voxels on both boundaries
-    have distance 0; the rest are looked up in a KD-tree over ``target``'s voxel centres
-    scaled by ``spacing`` (exact Euclidean distance, not a chamfer approximation).
+    ``source`` and ``target`` are boundary masks on the same grid; when ``shells`` is given the
+    grid must keep ``shells.reach`` empty voxels on every side (so offsets never wrap). Exact
+    Euclidean distances in three steps: voxels on both boundaries have distance 0; the rest
+    look for a target voxel among the lattice offsets in order of length (the first hit is the
+    nearest); whatever is not found within ``shells.radius_mm`` is queried in a KD-tree over
+    the target voxel centres scaled by ``spacing``. The order of the returned distances is
+    not that of the voxels.
     """
-    n_shared = int(np.count_nonzero(source & target))
-    only = source & ~target
-    if not only.any():
-        return np.zeros(n_shared)
-    tree = cKDTree(np.argwhere(target) * spacing, balanced_tree=False, compact_nodes=False)
-    far, _ = tree.query(np.argwhere(only) * spacing, k=1, workers=workers)
-    return np.concatenate([np.zeros(n_shared), far])
+    src = np.flatnonzero(source)
+    tgt_flat = target.ravel()
+    shared = tgt_flat[src]
+    n_shared = int(np.count_nonzero(shared))
+    todo = src[~shared]
+    found = [np.zeros(n_shared)]
+    if shells is not None and todo.size:
+        strides = np.array([int(np.prod(target.shape[a + 1 :])) for a in range(target.ndim)])
+        flat_offsets = shells.offsets @ strides
+        for k in range(len(shells.starts) - 1):
+            group = flat_offsets[shells.starts[k] : shells.starts[k + 1]]
+            hit = tgt_flat[todo + group[0]]
+            for off in group[1:]:
+                hit |= tgt_flat[todo + off]
+            n_hit = int(np.count_nonzero(hit))
+            if n_hit:
+                found.append(np.full(n_hit, shells.lengths[shells.starts[k]]))
+                todo = todo[~hit]
+                if not todo.size:
+                    break
+    if todo.size:
+        points = np.stack(np.unravel_index(np.flatnonzero(tgt_flat), target.shape), axis=1)
+        tree = cKDTree(points * spacing, balanced_tree=False, compact_nodes=False)
+        queries = np.stack(np.unravel_index(todo, target.shape), axis=1) * spacing
+        found.append(tree.query(queries, k=1, workers=workers)[0])
+    return np.concatenate(found)
 
 
 def surface_distance_metrics(d_pg: np.ndarray, d_gp: np.ndarray) -> dict[str, float]:
@@ -187,6 +279,7 @@ def segmentation_metrics(
     spacing_mm: Sequence[float],
     class_ids: Iterable[int],
     workers: int = 1,
+    max_shell_offsets: int = MAX_SHELL_OFFSETS,
 ) -> pd.DataFrame:
     """All metrics for every class in ``class_ids``, one row per class.
 
@@ -204,6 +297,7 @@ def segmentation_metrics(
     boxes_pred = label_boxes(pred, n_labels)
     boxes_true = label_boxes(truth, n_labels)
     voxel_mm3 = float(np.prod(spacing))
+    shells = lattice_shells(spacing, max_shell_offsets)
 
     rows = []
     for c in class_ids:
@@ -211,11 +305,13 @@ def segmentation_metrics(
         row = {"class_id": c, **overlap_metrics(n_pred, n_true, n_both)}
         row.update(dict.fromkeys(("assd_mm", "hd_mm", "hd95_mm", "hd95_pooled_mm"), math.nan))
         if n_pred and n_true:
-            box = union_box(boxes_pred[c], boxes_true[c])
-            edge_p = boundary(pred[box] == c)
-            edge_g = boundary(truth[box] == c)
-            d_pg = directed_distances(edge_p, edge_g, spacing, workers)
-            d_gp = directed_distances(edge_g, edge_p, spacing, workers)
+            box, pad = box_with_margin(
+                union_box(boxes_pred[c], boxes_true[c]), shells.reach, pred.shape
+            )
+            edge_p = boundary(_padded(pred[box] == c, pad))
+            edge_g = boundary(_padded(truth[box] == c, pad))
+            d_pg = directed_distances(edge_p, edge_g, spacing, shells, workers)
+            d_gp = directed_distances(edge_g, edge_p, spacing, shells, workers)
             row.update(surface_distance_metrics(d_pg, d_gp))
         row["volume_pred_mm3"] = n_pred * voxel_mm3
         row["volume_true_mm3"] = n_true * voxel_mm3

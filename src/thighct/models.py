@@ -83,7 +83,10 @@ def _constructor_kwargs(model_name: str, arch, net_cfg: dict) -> dict:
             fix=f"use only arch, roi and these keys in networks.{model_name}: {sorted(allowed)}",
         )
     # YAML gives lists; MONAI wants tuples for things like norm=("instance", {...}).
-    return {k: tuple(v) if isinstance(v, list) and k.startswith("norm") else v for k, v in kwargs.items()}
+    return {
+        k: tuple(v) if isinstance(v, list) and k.startswith("norm") else v
+        for k, v in kwargs.items()
+    }
 
 
 def build_network(model_name: str, net_cfg: dict, n_classes: int) -> torch.nn.Module:
@@ -170,7 +173,9 @@ def read_model_file(path: str | Path) -> dict:
     """The raw ``{"state_dict", "meta"}`` dict of a model file (weights-only unpickling)."""
     path = Path(path)
     if not path.is_file():
-        raise ThighctError("model file not found", path=path, fix="train the model first (rule train)")
+        raise ThighctError(
+            "model file not found", path=path, fix="train the model first (rule train)"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
@@ -244,7 +249,9 @@ def load_model(
         check_labels(meta, labels, path)
     if net_cfg is not None:
         check_network(meta, net_cfg, path)
-    net = build_network(meta.get("model", "model"), copy.deepcopy(meta["network"]), meta["n_classes"])
+    net = build_network(
+        meta.get("model", "model"), copy.deepcopy(meta["network"]), meta["n_classes"]
+    )
     try:
         net.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:

@@ -335,12 +335,14 @@ def to_native(label: np.ndarray, transform: Mapping, *, fill: int = 0) -> np.nda
     if np.any(hi <= lo):
         return out
     linear = matrix[:3, :3]
+    if np.all(np.abs(linear - np.diag(np.diag(linear))) < 1e-9):
+        return _to_native_axis_aligned(label, out, matrix, lo, hi, pre_shape)
     # Slabs along z bound the memory of the index arrays on oblique (non-diagonal) grids.
     for z0 in range(int(lo[2]), int(hi[2]), _SLAB):
         z1 = min(z0 + _SLAB, int(hi[2]))
         origin = np.array([lo[0], lo[1], z0])
         sub_shape = (int(hi[0] - lo[0]), int(hi[1] - lo[1]), z1 - z0)
-        coords = _nearest_indices(linear, linear @ origin + matrix[:3, 3], sub_shape)
+        coords = _nearest_indices(linear, linear @ origin + matrix[:3, 3], sub_shape, pre_shape)
         inside = np.ones((1, 1, 1), dtype=bool)
         for axis, c in enumerate(coords):
             inside = inside & (c >= 0) & (c < pre_shape[axis])
@@ -350,15 +352,49 @@ def to_native(label: np.ndarray, transform: Mapping, *, fill: int = 0) -> np.nda
     return out
 
 
-def _nearest_indices(linear: np.ndarray, offset: np.ndarray, shape: tuple[int, int, int]):
-    """Rounded preprocessed indices of every voxel of a native sub-grid (broadcast, int64)."""
-    # Snap near-integer coefficients so an exact grid shift stays exact despite float error.
-    linear = np.where(np.abs(linear - np.round(linear)) < 1e-9, np.round(linear), linear)
-    offset = np.where(np.abs(offset - np.round(offset)) < 1e-6, np.round(offset), offset)
-    i, j, k = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    coords = []
+def _to_native_axis_aligned(label, out, matrix, lo, hi, pre_shape) -> np.ndarray:
+    """``to_native`` when voxel axes of both grids are parallel: one index vector per axis."""
+    offset = matrix[:3, :3] @ lo + matrix[:3, 3]
+    index, valid = [], []
     for axis in range(3):
-        c = linear[axis, 0] * i + linear[axis, 1] * j + linear[axis, 2] * k + offset[axis]
-        # floor(x + 0.5): ties go up, the same on every platform.
-        coords.append(np.floor(c + 0.5).astype(np.int64))
-    return coords
+        scale = _snap(matrix[axis, axis], 1e-9)
+        c = scale * np.arange(hi[axis] - lo[axis]) + _snap(offset[axis], 1e-6)
+        r = _round_index(c, pre_shape[axis])
+        index.append(r)
+        valid.append((r >= 0) & (r < pre_shape[axis]))
+    if not all(v.any() for v in valid):
+        return out
+    target = np.ix_(*[lo[a] + np.flatnonzero(valid[a]) for a in range(3)])
+    out[target] = label[np.ix_(*[index[a][valid[a]] for a in range(3)])]
+    return out
+
+
+def _snap(value, tol):
+    """Near-integer values to the integer, so an exact grid shift stays exact despite float error."""
+    value = np.asarray(value, dtype=float)
+    return np.where(np.abs(value - np.round(value)) < tol, np.round(value), value)
+
+
+def _round_index(c: np.ndarray, n: int) -> np.ndarray:
+    """Nearest voxel index of continuous coordinates ``c`` on an axis of ``n`` voxels.
+
+    floor(c + 0.5): ties go up, the same on every platform. A native centre exactly on the far
+    edge of the preprocessed grid (c = n - 0.5) goes to the last voxel: MONAI's Spacing ends
+    its grid half a voxel short of the input's last centre when the extent is not a multiple
+    of the new spacing.
+    """
+    r = np.floor(c + 0.5).astype(np.int64)
+    return np.where((r == n) & (c <= n - 0.5 + 1e-6), n - 1, r)
+
+
+def _nearest_indices(linear: np.ndarray, offset: np.ndarray, shape, pre_shape):
+    """Rounded preprocessed indices of every voxel of a native sub-grid (broadcast, int64)."""
+    linear, offset = _snap(linear, 1e-9), _snap(offset, 1e-6)
+    i, j, k = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return [
+        _round_index(
+            linear[axis, 0] * i + linear[axis, 1] * j + linear[axis, 2] * k + offset[axis],
+            pre_shape[axis],
+        )
+        for axis in range(3)
+    ]

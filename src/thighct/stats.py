@@ -204,6 +204,18 @@ class Exclusions:
     bad_sex: list[str]
     analysed: list[str]
 
+    REASONS = {
+        "not_in_volumes": "no volumes",
+        "no_height": "no height",
+        "no_smi": "no SMI",
+        "bad_sex": "sex not F/M",
+    }
+
+    def table(self) -> pd.DataFrame:
+        """Included subjects left out of the analysis: subject, reason."""
+        rows = [(s, why) for attr, why in self.REASONS.items() for s in getattr(self, attr)]
+        return pd.DataFrame(rows, columns=["subject", "reason"])
+
     def lines(self) -> list[str]:
         """Human-readable log lines, one per reason."""
         out = [f"analysed: {len(self.analysed)} subjects"]
@@ -267,7 +279,14 @@ def adjusted_volumes(
         else c.map(structure_order) if c.name == "structure" else c,
     ).reset_index(drop=True)
     analysed = sorted(table["subject"].unique(), key=str)
-    return table, Exclusions(not_in_volumes, not_in_cohort, no_height, no_smi, bad_sex, analysed)
+    excluded = Exclusions(not_in_volumes, not_in_cohort, no_height, no_smi, bad_sex, analysed)
+    if not analysed:
+        raise ThighctError(
+            "no subject is left for the sarcopenia analysis:\n  " + "\n  ".join(excluded.lines()),
+            fix="give the included subjects an SMI (kg/m²) and a height (cm) in the cohort table, "
+            "and check that the volume table covers them (sarcopenia.source)",
+        )
+    return table, excluded
 
 
 def structure_order(adjusted: pd.DataFrame, family: str) -> list[str]:
@@ -376,9 +395,11 @@ def bootstrap_ci(
 
 
 def fdr(p: Sequence[float], method: str = "fdr_bh") -> np.ndarray:
-    """Multiple-testing-adjusted p values (statsmodels ``multipletests``); NaN p stay NaN and do
-    not count as tests."""
+    """Multiple-testing-adjusted p values (statsmodels ``multipletests``; ``none`` = raw p); NaN
+    p stay NaN and do not count as tests."""
     p = np.asarray(p, float)
+    if method == "none":
+        return p.copy()
     out = np.full_like(p, np.nan)
     ok = np.isfinite(p)
     if ok.any():

@@ -20,7 +20,6 @@ integer class ids 0..n_classes-1.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -153,6 +152,7 @@ def rng_states(crop_transform) -> dict:
         "python": [list(s) if isinstance(s, tuple) else s for s in random.getstate()],
         "numpy": _numpy_state(np.random.get_state()),
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "crops": _numpy_state(_crop_generator(crop_transform).get_state()),
     }
 
@@ -177,6 +177,8 @@ def restore_rng_states(states: dict, crop_transform) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     np.random.set_state(_as_numpy_state(states["numpy"]))
     torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
     _crop_generator(crop_transform).set_state(_as_numpy_state(states["crops"]))
 
 
@@ -221,7 +223,9 @@ def check_label_range(items: Sequence[dict], n_classes: int) -> None:
             )
 
 
-def crop_pipeline(roi: Sequence[int], settings: TrainSettings, n_classes: int) -> tuple[list, object]:
+def crop_pipeline(
+    roi: Sequence[int], settings: TrainSettings, n_classes: int
+) -> tuple[list, object]:
     """([cached transforms], random crop transform) for training.
 
     The cached part pads images smaller than the ROI and precomputes the voxel indices that
@@ -253,7 +257,8 @@ def crop_pipeline(roi: Sequence[int], settings: TrainSettings, n_classes: int) -
         )
     else:
         raise ThighctError(
-            f"unknown crop_method {settings.crop_method!r}", fix="set train.crop_method to pos_neg or classes"
+            f"unknown crop_method {settings.crop_method!r}",
+            fix="set train.crop_method to pos_neg or classes",
         )
     return [pad, indices], crop
 
@@ -264,7 +269,9 @@ def epoch_batches(n_images: int, batch_size: int, order_seed: int) -> list[list[
     return [order[i : i + batch_size].tolist() for i in range(0, n_images, batch_size)]
 
 
-def crops_to_batch(crops: Sequence[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def crops_to_batch(
+    crops: Sequence[dict], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack crops into (n, 1, x, y, z) float images and (n, 1, x, y, z) long labels."""
     images = torch.stack([torch.as_tensor(np.asarray(c["image"])) for c in crops]).float()
     labels = torch.stack([torch.as_tensor(np.asarray(c["label"])) for c in crops]).long()
@@ -287,10 +294,16 @@ def make_loss(name: str) -> torch.nn.Module:
 
 def make_optimizer(net: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     if settings.optimizer == "adamw":
-        return torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        return torch.optim.AdamW(
+            net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
     if settings.optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    raise ThighctError(f"unknown optimizer {settings.optimizer!r}", fix="set train.optimizer to adamw or adam")
+        return torch.optim.Adam(
+            net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
+    raise ThighctError(
+        f"unknown optimizer {settings.optimizer!r}", fix="set train.optimizer to adamw or adam"
+    )
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -303,7 +316,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     if schedule == "cosine":
         span = max(total_steps - warmup_steps, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
-    raise ThighctError(f"unknown lr_schedule {schedule!r}", fix="set train.lr_schedule to constant or cosine")
+    raise ThighctError(
+        f"unknown lr_schedule {schedule!r}", fix="set train.lr_schedule to constant or cosine"
+    )
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -384,9 +399,7 @@ def load_checkpoint(path: Path, expected_hash: str) -> dict | None:
         log.warning("checkpoint %s is unreadable (%s); starting afresh", path, exc)
         return None
     if ckpt.get("version") != CHECKPOINT_VERSION or ckpt.get("config_hash") != expected_hash:
-        log.warning(
-            "checkpoint %s was written with another training config; starting afresh", path
-        )
+        log.warning("checkpoint %s was written with another training config; starting afresh", path)
         return None
     return ckpt
 
@@ -440,7 +453,9 @@ def train_model(
     """
     settings = TrainSettings.from_config(train_cfg)
     if not train_items:
-        raise ThighctError("no training images", fix="check the split (config split, cohort table labels)")
+        raise ThighctError(
+            "no training images", fix="check the split (config split, cohort table labels)"
+        )
     n_classes = labels.n_classes
     check_label_range(list(train_items) + list(val_items), n_classes)
     roi = network_roi(net_cfg)
@@ -489,9 +504,15 @@ def train_model(
         scaler.load_state_dict(ckpt["scaler"])
         restore_rng_states(ckpt["rng"], crop)
         rows = [dict(r) for r in ckpt["log"]]
-        best_state, best_dice, best_epoch = ckpt["best_state"], ckpt["best_dice"], ckpt["best_epoch"]
+        best_state, best_dice, best_epoch = (
+            ckpt["best_state"],
+            ckpt["best_dice"],
+            ckpt["best_epoch"],
+        )
         start = int(ckpt["epoch"]) + 1
-        log.info("resuming %s from %s at epoch %d of %d", model_name, ckpt_file, start, settings.epochs)
+        log.info(
+            "resuming %s from %s at epoch %d of %d", model_name, ckpt_file, start, settings.epochs
+        )
 
     log.info(
         "training %s (%s, %d parameters) on %s%s; seed %d; %d train / %d val images; "
@@ -584,11 +605,20 @@ def train_model(
             )
         if killed and epoch < settings.epochs:
             log.info("stopping after epoch %d as asked; rerun to resume from %s", epoch, ckpt_file)
-            return TrainResult(net.cpu(), pd.DataFrame(rows, columns=LOG_COLUMNS), best_dice, best_epoch, str(dev), False)
+            return TrainResult(
+                net.cpu(),
+                pd.DataFrame(rows, columns=LOG_COLUMNS),
+                best_dice,
+                best_epoch,
+                str(dev),
+                False,
+            )
 
     if best_state is not None:
         net.load_state_dict(best_state)
-        log.info("%s: best validation mean Dice %.4f at epoch %d", model_name, best_dice, best_epoch)
+        log.info(
+            "%s: best validation mean Dice %.4f at epoch %d", model_name, best_dice, best_epoch
+        )
     else:
         best_dice, best_epoch = float("nan"), settings.epochs
     ckpt_file.unlink(missing_ok=True)

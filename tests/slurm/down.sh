@@ -16,6 +16,11 @@ alive() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z 
 
 tac "$PIDS" | while read -r name pid; do
     [ -n "${pid:-}" ] || continue
+    if [ "$name" = link ]; then
+        # The /etc/slurm/slurm.conf link up.sh made, only while it still points at our config.
+        [ "$(readlink "$pid")" = "$DIR/slurm.conf" ] && rm -f "$pid"
+        continue
+    fi
     alive "$pid" || continue
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 1 100); do

@@ -154,6 +154,8 @@ AccountingStorageTRES=gres/gpu,gres/gpu:a100
 JobCompType=jobcomp/none
 # Finished jobs stay visible to squeue for a while (the executor may also use squeue).
 MinJobAge=300
+# Store the executor's --comment (rule and wildcards), so sacct names each job's rule.
+AccountingStoreFlags=job_comment
 SchedulerParameters=batch_sched_delay=0
 MessageTimeout=30
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$HOST CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:a100:1 State=UNKNOWN
@@ -164,6 +166,21 @@ cat >"$DIR/gres.conf" <<CONF
 # A pretend A100: Slurm schedules and accounts it; /dev/null is what the job "gets".
 NodeName=$NODE Name=gpu Type=a100 File=/dev/null
 CONF
+
+# The Snakemake job step (snakemake-executor-plugin-slurm-jobstep) clears every SLURM_* variable,
+# SLURM_CONF too, before its inner `srun`, which then only finds the default /etc/slurm/slurm.conf.
+# So link ours there, unless a real cluster's file is in the way.
+SYSTEM_CONF=/etc/slurm/slurm.conf
+if [ -e "$SYSTEM_CONF" ] || [ -L "$SYSTEM_CONF" ]; then
+    if [ "$(readlink "$SYSTEM_CONF")" != "$DIR/slurm.conf" ]; then
+        echo "up.sh: $SYSTEM_CONF exists and is not ours (a real cluster?); not touching it" >&2
+        exit 2
+    fi
+else
+    mkdir -p /etc/slurm
+    ln -s "$DIR/slurm.conf" "$SYSTEM_CONF"
+fi
+echo "link $SYSTEM_CONF" >>"$PIDS"
 
 export SLURM_CONF="$DIR/slurm.conf"
 cat >"$DIR/env" <<CONF

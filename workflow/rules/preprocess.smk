@@ -19,8 +19,6 @@ rule ingest:
     output:
         image="results/ingested/{subject}/image.nii.gz",
         info="results/ingested/{subject}/info.json",
-    params:
-        ingest=config["ingest"],
     log:
         "logs/ingest/{subject}.log",
     benchmark:
@@ -31,6 +29,8 @@ rule ingest:
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        ingest=config["ingest"],
     script:
         "../scripts/ingest.py"
 
@@ -45,64 +45,60 @@ rule ingest_label:
     output:
         label="results/ingested/{subject}/{which}.nii.gz",
         info="results/ingested/{subject}/{which}_info.json",
-    params:
-        ingest=config["ingest"],
-    wildcard_constraints:
-        which="label|label_rater2",
     log:
         "logs/ingest_label/{subject}_{which}.log",
+    wildcard_constraints:
+        which="label|label_rater2",
     conda:
         "../../envs/base.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        ingest=config["ingest"],
     script:
         "../scripts/ingest_label.py"
 
 
-rule preprocess:
-    """Orientation, HU window to 0..1, gamma, crop to the body, resampling (MONAI)."""
-    input:
-        image="results/ingested/{subject}/image.nii.gz",
-        code=lib("io", "preprocess"),
-    output:
-        image="results/preprocessed/{subject}/image.nii.gz",
-        transform="results/preprocessed/{subject}/transform.json",
-    params:
-        preprocess={k: v for k, v in config["preprocess"].items() if k != "figure"},
-    log:
-        "logs/preprocess/{subject}.log",
-    benchmark:
-        "benchmarks/preprocess/{subject}.tsv"
-    conda:
-        "../../envs/base.yaml"
-    threads: 1
-    resources:
-        mem_mb=6000,
-        runtime=10,
-    script:
-        "../scripts/preprocess.py"
+# One job per chunk of subjects (config `chunks`, see common.smk): MONAI is imported once per
+# chunk. Image and label of a subject go through one pipeline, so they share crop and grid.
+for _chunk, _members in CHUNKS.items():
+    _labelled = [s for s in _members if s in ANNOTATED]
 
-
-rule preprocess_label:
-    """The label map through the same crop and resampling as its image (nearest neighbour)."""
-    input:
-        label="results/ingested/{subject}/label.nii.gz",
-        transform="results/preprocessed/{subject}/transform.json",
-        code=lib("io", "preprocess"),
-    output:
-        label="results/preprocessed/{subject}/label.nii.gz",
-    log:
-        "logs/preprocess_label/{subject}.log",
-    conda:
-        "../../envs/base.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    script:
-        "../scripts/preprocess_label.py"
+    rule:
+        name:
+            f"preprocess_{_chunk}"
+        input:
+            images=expand("results/ingested/{subject}/image.nii.gz", subject=_members),
+            labels=expand("results/ingested/{subject}/label.nii.gz", subject=_labelled),
+            code=lib("io", "preprocess"),
+        output:
+            images=expand(
+                "results/preprocessed/{subject}/image.nii.gz", subject=_members
+            ),
+            transforms=expand(
+                "results/preprocessed/{subject}/transform.json", subject=_members
+            ),
+            labels=expand(
+                "results/preprocessed/{subject}/label.nii.gz", subject=_labelled
+            ),
+        log:
+            f"logs/preprocess/{_chunk}.log",
+        benchmark:
+            f"benchmarks/preprocess/{_chunk}.tsv"
+        conda:
+            "../../envs/base.yaml"
+        threads: 1
+        resources:
+            mem_mb=6000,
+            runtime=10 + 2 * len(_members),
+        params:
+            subjects=_members,
+            labelled=_labelled,
+            preprocess={k: v for k, v in config["preprocess"].items() if k != "figure"},
+        script:
+            "../scripts/preprocess.py"
 
 
 def fig3_subject():
@@ -126,10 +122,6 @@ rule fig3_preprocessing:
             caption="../report/fig3_preprocessing.rst",
             category="2. Pre-processing",
         ),
-    params:
-        subject=fig3_subject(),
-        figure=config["preprocess"]["figure"],
-        dpi=config["plots"]["dpi"],
     log:
         "logs/fig3_preprocessing.log",
     conda:
@@ -138,6 +130,10 @@ rule fig3_preprocessing:
     resources:
         mem_mb=4000,
         runtime=5,
+    params:
+        subject=fig3_subject(),
+        figure=config["preprocess"]["figure"],
+        dpi=config["plots"]["dpi"],
     script:
         "../scripts/fig3_preprocessing.py"
 

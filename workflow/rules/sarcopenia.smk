@@ -1,1 +1,265 @@
-# rules of stage sarcopenia (being written)
+# Stage 6: sarcopenia. Volumes adjusted by height², sarcopenia status from the SMI (never from
+# CT), point-biserial correlations per sex (Fig 7 muscles, Fig 8 groups), adjusted logistic models.
+
+SARCOPENIA = config["sarcopenia"]
+SARCOPENIA_SOURCES = {
+    **{m: f"results/volumes/{m}.tsv" for m in MODELS},
+    "ground_truth": "results/volumes/ground_truth.tsv",
+    "rater2": "results/volumes/rater2.tsv",
+}
+if SYNTHETIC:
+    # The generator's exact volumes: what a perfect segmentation would measure.
+    SARCOPENIA_SOURCES["truth"] = f"{SYNTHETIC_ROOT}/truth.tsv"
+if SARCOPENIA["source"] not in SARCOPENIA_SOURCES:
+    _fail(
+        ThighctError(
+            f"sarcopenia.source is {SARCOPENIA['source']!r}",
+            fix=f"set sarcopenia.source to one of {sorted(SARCOPENIA_SOURCES)}",
+        )
+    )
+SARCOPENIA_CORRELATION = {
+    "min_n": SARCOPENIA["min_n"],
+    "min_per_status": SARCOPENIA["min_per_status"],
+    "confidence": SARCOPENIA["confidence"],
+    "alpha": SARCOPENIA["alpha"],
+    "fdr_method": SARCOPENIA["fdr_method"],
+    "resamples": SARCOPENIA["bootstrap"]["resamples"],
+    "method": SARCOPENIA["bootstrap"]["method"],
+    "seed": SARCOPENIA["bootstrap"].get("seed") or SEED,
+}
+
+
+wildcard_constraints:
+    source="|".join(SARCOPENIA_SOURCES),
+
+
+rule adjust_volumes:
+    """Volumes of the configured source joined with sex, age, height, weight and SMI;
+    volume / height² (mm³/m²) per muscle and group; sarcopenia status from the SMI."""
+    input:
+        volumes=SARCOPENIA_SOURCES[SARCOPENIA["source"]],
+        cohort="results/cohort/included.tsv",
+        labels=LABELS_TSV,
+        code=lib("stats", "labels", "io_tables"),
+    output:
+        table="results/sarcopenia/adjusted_volumes.tsv",
+        excluded="results/sarcopenia/excluded.tsv",
+    params:
+        source=SARCOPENIA["source"],
+        definition=SARCOPENIA["definition"],
+        cutoffs=SARCOPENIA["cutoffs"],
+    log:
+        "logs/adjust_volumes.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/adjust_volumes.py"
+
+
+rule correlate:
+    """Point-biserial r of sarcopenia and each muscle's and group's adjusted volume, per sex:
+    n, r, Fisher and bootstrap 95% CIs, p, Benjamini-Hochberg p within sex and family."""
+    input:
+        adjusted="results/sarcopenia/adjusted_volumes.tsv",
+        code=lib("stats", "io_tables"),
+    output:
+        muscles="results/sarcopenia/correlations_muscles.tsv",
+        groups="results/sarcopenia/correlations_groups.tsv",
+    params:
+        settings=SARCOPENIA_CORRELATION,
+    log:
+        "logs/correlate.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/correlate.py"
+
+
+# The same analysis for any volume source side by side (e.g. predicted vs the generator's
+# truth): results/sarcopenia/by_source/{source}/correlations_{muscles,groups}.tsv.
+use rule adjust_volumes as adjust_volumes_by_source with:
+    input:
+        volumes=lambda wc: SARCOPENIA_SOURCES[wc.source],
+        cohort="results/cohort/included.tsv",
+        labels=LABELS_TSV,
+        code=lib("stats", "labels", "io_tables"),
+    output:
+        table="results/sarcopenia/by_source/{source}/adjusted_volumes.tsv",
+        excluded="results/sarcopenia/by_source/{source}/excluded.tsv",
+    params:
+        source=lambda wc: wc.source,
+        definition=SARCOPENIA["definition"],
+        cutoffs=SARCOPENIA["cutoffs"],
+    log:
+        "logs/adjust_volumes/{source}.log",
+
+
+use rule correlate as correlate_by_source with:
+    input:
+        adjusted="results/sarcopenia/by_source/{source}/adjusted_volumes.tsv",
+        code=lib("stats", "io_tables"),
+    output:
+        muscles="results/sarcopenia/by_source/{source}/correlations_muscles.tsv",
+        groups="results/sarcopenia/by_source/{source}/correlations_groups.tsv",
+    log:
+        "logs/correlate/{source}.log",
+
+
+rule fig7_heatmap:
+    """Fig 7: sarcopenia and the 27 muscles, panel A female, panel B male."""
+    input:
+        adjusted="results/sarcopenia/adjusted_volumes.tsv",
+        correlations="results/sarcopenia/correlations_muscles.tsv",
+        labels=LABELS_TSV,
+        code=lib("stats", "labels", "plots/style", "plots/sarcopenia"),
+    output:
+        png=report(
+            "results/figures/fig7_heatmap.png",
+            caption="../report/fig7_heatmap.rst",
+            category="6. Sarcopenia",
+        ),
+        pdf="results/figures/fig7_heatmap.pdf",
+    params:
+        cmap=SARCOPENIA["heatmap_cmap"],
+        alpha=SARCOPENIA["alpha"],
+        dpi=config["plots"]["dpi"],
+    log:
+        "logs/fig7_heatmap.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=5,
+    script:
+        "../scripts/fig7_heatmap.py"
+
+
+rule fig8_heatmap:
+    """Fig 8: sarcopenia and the five muscle groups, panel A female, panel B male."""
+    input:
+        adjusted="results/sarcopenia/adjusted_volumes.tsv",
+        correlations="results/sarcopenia/correlations_groups.tsv",
+        code=lib("stats", "plots/style", "plots/sarcopenia"),
+    output:
+        png=report(
+            "results/figures/fig8_heatmap.png",
+            caption="../report/fig8_heatmap.rst",
+            category="6. Sarcopenia",
+        ),
+        pdf="results/figures/fig8_heatmap.pdf",
+    params:
+        cmap=SARCOPENIA["heatmap_cmap"],
+        alpha=SARCOPENIA["alpha"],
+        dpi=config["plots"]["dpi"],
+    log:
+        "logs/fig8_heatmap.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=5,
+    script:
+        "../scripts/fig8_heatmap.py"
+
+
+rule adjusted_models:
+    """Beyond the paper: logistic regression of sarcopenia on each group's adjusted volume
+    (odds ratio per SD), adjusted for age and BMI, per sex."""
+    input:
+        adjusted="results/sarcopenia/adjusted_volumes.tsv",
+        code=lib("stats", "io_tables"),
+    output:
+        "results/sarcopenia/adjusted_models.tsv",
+    params:
+        logistic=SARCOPENIA["logistic"],
+        confidence=SARCOPENIA["confidence"],
+    log:
+        "logs/adjusted_models.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/adjusted_models.py"
+
+
+rule adjusted_models_plot:
+    """Forest plot of the adjusted logistic models, one panel per sex."""
+    input:
+        models="results/sarcopenia/adjusted_models.tsv",
+        code=lib("plots/style", "plots/sarcopenia"),
+    output:
+        png=report(
+            "results/figures/adjusted_models.png",
+            caption="../report/adjusted_models.rst",
+            category="6. Sarcopenia",
+        ),
+        pdf="results/figures/adjusted_models.pdf",
+    params:
+        confidence=SARCOPENIA["confidence"],
+        dpi=config["plots"]["dpi"],
+    log:
+        "logs/adjusted_models_plot.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/adjusted_models_plot.py"
+
+
+rule sarcopenia_summary:
+    """results/sarcopenia/summary.md: n per sex and status (vs the paper), significant
+    muscles and groups per sex with r, and the adjusted models."""
+    input:
+        adjusted="results/sarcopenia/adjusted_volumes.tsv",
+        excluded="results/sarcopenia/excluded.tsv",
+        muscles="results/sarcopenia/correlations_muscles.tsv",
+        groups="results/sarcopenia/correlations_groups.tsv",
+        models="results/sarcopenia/adjusted_models.tsv",
+        code=lib("stats", "io_tables"),
+    output:
+        "results/sarcopenia/summary.md",
+    params:
+        source=SARCOPENIA["source"],
+        definition=SARCOPENIA["definition"],
+        cutoffs=SARCOPENIA["cutoffs"],
+        alpha=SARCOPENIA["alpha"],
+        reference=SARCOPENIA["reference"],
+    log:
+        "logs/sarcopenia_summary.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=2,
+    script:
+        "../scripts/sarcopenia_summary.py"
+
+
+ALL_TARGETS.extend(
+    [
+        "results/sarcopenia/correlations_muscles.tsv",
+        "results/sarcopenia/correlations_groups.tsv",
+        "results/sarcopenia/adjusted_models.tsv",
+        "results/sarcopenia/summary.md",
+        "results/figures/fig7_heatmap.png",
+        "results/figures/fig8_heatmap.png",
+        "results/figures/adjusted_models.png",
+    ]
+)

@@ -8,7 +8,9 @@ FOLD_IDS = list(range(FOLDS))
 
 
 def preprocessed(subjects, kind):
-    return expand("results/preprocessed/{subject}/{kind}.nii.gz", subject=subjects, kind=kind)
+    return expand(
+        "results/preprocessed/{subject}/{kind}.nii.gz", subject=subjects, kind=kind
+    )
 
 
 def fold_subjects(fold, held_out):
@@ -50,11 +52,6 @@ rule train:
     output:
         model="results/models/{model}/model.pt",
         log="results/models/{model}/train_log.tsv",
-    params:
-        network=lambda wc: config["networks"][wc.model],
-        train=TRAIN_CFG,
-        seed=SEED,
-        subjects={"train": TRAIN, "val": VAL, "fold": None},
     log:
         "logs/train/{model}.log",
     benchmark:
@@ -67,6 +64,11 @@ rule train:
         gpu_model=TRAIN_CFG["resources"]["gpu_model"],
         runtime=TRAIN_CFG["resources"]["runtime"],
         mem_mb=TRAIN_CFG["resources"]["mem_mb"],
+    params:
+        network=lambda wc: config["networks"][wc.model],
+        train=TRAIN_CFG,
+        seed=SEED,
+        subjects={"train": TRAIN, "val": VAL, "fold": None},
     script:
         "../scripts/train.py"
 
@@ -77,17 +79,17 @@ use rule train as train_fold with:
     output:
         model="results/models/{model}/fold{fold}/model.pt",
         log="results/models/{model}/fold{fold}/train_log.tsv",
+    log:
+        "logs/train/{model}_fold{fold}.log",
+    benchmark:
+        "benchmarks/train/{model}_fold{fold}.tsv"
+    wildcard_constraints:
+        fold=r"\d+",
     params:
         network=lambda wc: config["networks"][wc.model],
         train=TRAIN_CFG,
         seed=SEED,
         subjects=fold_params,
-    wildcard_constraints:
-        fold=r"\d+",
-    log:
-        "logs/train/{model}_fold{fold}.log",
-    benchmark:
-        "benchmarks/train/{model}_fold{fold}.tsv"
 
 
 rule training_curves:
@@ -101,9 +103,6 @@ rule training_curves:
             caption="../report/training_curves.rst",
             category="3. Training",
         ),
-    params:
-        models=MODELS,
-        dpi=config["plots"]["dpi"],
     log:
         "logs/training_curves.log",
     conda:
@@ -112,12 +111,20 @@ rule training_curves:
     resources:
         mem_mb=2000,
         runtime=5,
+    params:
+        models=MODELS,
+        loss=TRAIN_CFG["loss"],
+        dpi=config["plots"]["dpi"],
     script:
         "../scripts/training_curves.py"
 
 
 ALL_TARGETS.extend(
-    expand("results/models/{model}/{file}", model=MODELS, file=["model.pt", "train_log.tsv"])
+    expand(
+        "results/models/{model}/{file}",
+        model=MODELS,
+        file=["model.pt", "train_log.tsv"],
+    )
     + expand("results/models/{model}/fold{fold}/model.pt", model=MODELS, fold=FOLD_IDS)
     + ["results/figures/training_curves.png"]
 )

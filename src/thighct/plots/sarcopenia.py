@@ -9,6 +9,7 @@ with each other fill the lower triangle beside it. No torch or MONAI here.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -23,6 +24,14 @@ from ..stats import SARCOPENIA, SEXES, correlation_matrix, structure_order
 from .style import apply_style, save_figure
 
 PANEL_LETTERS = "ABCDEFGH"
+# Layout, in inches at print size (the figure is meant to be printed at 100 %).
+FEW = 8  # up to this many structures: larger cells, every matrix value printed
+CELL_IN = {True: 0.145, False: 0.42}  # heatmap cell edge, by "many structures"
+SARCOPENIA_COLUMN_IN = {True: 0.5, False: 0.7}
+CHAR_IN = 0.068  # mean width of a 9 pt DejaVu Sans character
+TITLE_IN = 0.45
+COLORBAR_IN = 0.8
+NOTE_IN = 0.45
 NA_COLOUR = "#d9d9d9"
 OR_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 COVARIATE_NAMES = {"bmi": "BMI", "age": "age"}
@@ -61,12 +70,12 @@ def _panel_caption(corr: pd.DataFrame, sex: str) -> str:
 
 def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.DataFrame,
                 structures: list[str], displays: Mapping[str, str], *, cmap, norm,
-                annotate_matrix: bool, groups: Mapping[str, str] | None, alpha: float):
+                annotate_matrix: bool, groups: Mapping[str, str] | None, alpha: float,
+                width_ratios: tuple[float, float], column_labels: bool = True):
     """One sex: the annotated sarcopenia column and the lower-triangle volume matrix."""
     n = len(structures)
     # Not sharey: seaborn would then strip the names from the sarcopenia column.
-    ax_s, ax_m = subfig.subplots(1, 2, gridspec_kw={"width_ratios": [1.8 if n > 8 else 1.2, n],
-                                                   "wspace": 0.0})
+    ax_s, ax_m = subfig.subplots(1, 2, gridspec_kw={"width_ratios": list(width_ratios), "wspace": 0.0})
     part = corr[corr["sex"] == sex].set_index("structure").reindex(structures)
     r = part["r"].to_numpy(float)
     sig = part["p_fdr"].to_numpy(float) < alpha
@@ -74,7 +83,7 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
 
     # Sarcopenia column: one cell per structure, r printed in it.
     ax_s.set_facecolor(NA_COLOUR)
-    sns.heatmap(r[:, None], ax=ax_s, cmap=cmap, norm=norm, cbar=False, linewidths=0.4,
+    sns.heatmap(r[:, None], ax=ax_s, cmap=cmap, vmin=norm.vmin, vmax=norm.vmax, cbar=False, linewidths=0.4,
                 linecolor="white", xticklabels=["Sarcopenia"], yticklabels=names, square=False)
     for i, value in enumerate(r):
         if np.isfinite(value):
@@ -93,8 +102,9 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
     mask = np.triu(np.ones_like(vol, dtype=bool), k=1)
     ax_m.set_facecolor("white")
     annot = np.vectorize(lambda v: _fmt_r(v, False) if np.isfinite(v) else "")(vol) if annotate_matrix else False
-    sns.heatmap(vol, ax=ax_m, mask=mask, cmap=cmap, norm=norm, cbar=False, linewidths=0.4,
-                linecolor="white", xticklabels=names, yticklabels=False, square=False,
+    sns.heatmap(vol, ax=ax_m, mask=mask, cmap=cmap, vmin=norm.vmin, vmax=norm.vmax, cbar=False, linewidths=0.4,
+                linecolor="white", xticklabels=names if column_labels else False, yticklabels=False,
+                square=False,
                 annot=annot, fmt="", annot_kws={"fontsize": 9})
     if annotate_matrix:
         for text, value in zip(ax_m.texts, vol[~mask], strict=False):
@@ -114,7 +124,7 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
     subtitle = _panel_caption(corr, sex)
     if reasons and not np.isfinite(r).any():
         subtitle += "\nnot computed: " + "; ".join(reasons)
-    ax_m.set_title(subtitle, loc="left", fontsize=10)
+    ax_m.set_title(subtitle, loc="right", fontsize=10)
     return ax_s, ax_m
 
 
@@ -130,6 +140,7 @@ def plot_correlation_heatmaps(
     dpi: int = 200,
     figsize: tuple[float, float] | None = None,
     annotate_matrix: bool | None = None,
+    layout: str | None = None,
     title: str | None = None,
     also: tuple[str, ...] = ("pdf",),
 ) -> Figure:
@@ -139,7 +150,9 @@ def plot_correlation_heatmaps(
     ``correlations``: the correlation table of this family (:func:`thighct.stats.correlate`).
     Colour: Pearson r on a diverging map centred on 0 with limits ±1. The sarcopenia column
     prints r, with ``*`` where p_fdr < ``alpha``. ``groups`` (structure -> group) draws lines
-    between muscle groups. Returns the (closed) figure, for tests.
+    between muscle groups. ``layout``: ``stacked`` (A above B; the default for many structures,
+    so Fig 7 prints at one page width) or ``side`` (A beside B; the default for few). Sizes are
+    set so that at 100 % the fonts are 8-10 pt. Returns the (closed) figure, for tests.
     """
     apply_style()
     structures = structure_order(adjusted, family) or list(
@@ -147,26 +160,38 @@ def plot_correlation_heatmaps(
     displays = dict(zip(correlations["structure"], correlations["display"], strict=False))
     n = len(structures)
     if annotate_matrix is None:
-        annotate_matrix = n <= 8
+        annotate_matrix = n <= FEW
+    stacked = n > FEW if layout is None else layout == "stacked"
+    many = n > FEW
+    longest = max((len(displays.get(s, s)) for s in structures), default=8)
+    cell = CELL_IN[many]
+    sarc_w = SARCOPENIA_COLUMN_IN[many]
+    label_w = CHAR_IN * longest + 0.2
+    xlabel_h = CHAR_IN * longest + 0.2 if many else 0.35
+    panel_w, panel_h = label_w + sarc_w + n * cell, n * cell + TITLE_IN
     if figsize is None:
-        cell = 0.19 if n > 10 else 0.62
-        width = 2 * (1.7 + max(0.55, 0.09 * n * cell / 0.19) + n * cell) + 1.3
-        height = n * cell + (2.6 if n > 10 else 1.9)
-        figsize = (width, height)
+        if stacked:
+            figsize = (panel_w + COLORBAR_IN, 2 * panel_h + xlabel_h + NOTE_IN)
+        else:
+            figsize = (2 * panel_w + COLORBAR_IN, panel_h + xlabel_h + NOTE_IN)
     cm = plt.get_cmap(cmap)
     norm = Normalize(vmin=-1.0, vmax=1.0)
     fig = plt.figure(figsize=figsize, layout="constrained")
-    fig.get_layout_engine().set(w_pad=0.06, h_pad=0.06, wspace=0.04)
-    subfigs = fig.subfigures(1, 3, width_ratios=[1, 1, 0.09 if n > 10 else 0.14], wspace=0.0)
-    matrix_axes = []
+    fig.get_layout_engine().set(w_pad=0.04, h_pad=0.04, wspace=0.02, hspace=0.02)
+    outer = fig.subfigures(1, 2, width_ratios=[figsize[0] - COLORBAR_IN, COLORBAR_IN], wspace=0.0)
+    if stacked:
+        panels = outer[0].subfigures(2, 1, height_ratios=[panel_h, panel_h + xlabel_h], hspace=0.0)
+    else:
+        panels = outer[0].subfigures(1, 2, wspace=0.0)
     for k, sex in enumerate(SEXES):
         matrix = correlation_matrix(adjusted, family, sex) if len(adjusted) else pd.DataFrame()
         matrix = matrix.drop(index=SARCOPENIA, columns=SARCOPENIA, errors="ignore")
-        _, ax_m = _draw_panel(subfigs[k], PANEL_LETTERS[k], sex, matrix, correlations, structures,
-                              displays, cmap=cm, norm=norm, annotate_matrix=annotate_matrix,
-                              groups=groups, alpha=alpha)
-        matrix_axes.append(ax_m)
-    cax = subfigs[2].add_axes([0.05, 0.25, 0.3, 0.55])
+        _draw_panel(panels[k], PANEL_LETTERS[k], sex, matrix, correlations, structures, displays,
+                    cmap=cm, norm=norm, annotate_matrix=annotate_matrix, groups=groups, alpha=alpha,
+                    width_ratios=(sarc_w, n * cell),
+                    # Stacked panels share the column order: name the columns once, at the bottom.
+                    column_labels=not stacked or k == len(SEXES) - 1)
+    cax = outer[1].add_axes([0.15, 0.3, 0.22, 0.45])
     cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cm), cax=cax)
     cb.set_ticks([-1, -0.5, 0, 0.5, 1])
     cb.set_ticklabels(["\u22121", "\u22120.5", "0", "0.5", "1"])
@@ -175,7 +200,7 @@ def plot_correlation_heatmaps(
     note = (f"Volumes adjusted by height\u00b2 (mm\u00b3/m\u00b2). Sarcopenia column: point-biserial r "
             f"(sarcopenic = 1; r < 0: smaller volume in sarcopenia); * p < {alpha:g} after "
             f"Benjamini\u2013Hochberg FDR within sex.")
-    fig.supxlabel(note, fontsize=9, color="#333333")
+    fig.supxlabel(textwrap.fill(note, int(figsize[0] / (CHAR_IN * 0.95))), fontsize=9, color="#333333")
     if title:
         fig.suptitle(title, fontsize=12)
     save_figure(fig, png_path, also=also, dpi=dpi)

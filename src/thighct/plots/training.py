@@ -26,9 +26,9 @@ def read_train_logs(paths: Mapping[str, str | Path]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_csv(path, sep="\t") for name, path in paths.items()}
 
 
-def training_curves(logs: Mapping[str, pd.DataFrame]) -> plt.Figure:
-    """Two panels: (A) mean training Dice loss per epoch, (B) validation mean Dice at each
-    validation, with the best epoch marked. Returns the figure."""
+def training_curves(logs: Mapping[str, pd.DataFrame], loss_name: str = "Dice") -> plt.Figure:
+    """Two panels: (A) mean training loss per epoch, (B) validation mean Dice at each
+    validation, the best epoch (whose weights are kept) starred. Returns the figure."""
     apply_style()
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(7.2, 3.0), constrained_layout=True)
     for k, (name, df) in enumerate(logs.items()):
@@ -38,27 +38,37 @@ def training_curves(logs: Mapping[str, pd.DataFrame]) -> plt.Figure:
         val = df.dropna(subset=["val_dice"])
         if val.empty:
             continue
-        ax_dice.plot(val["epoch"], val["val_dice"], color=colour, lw=1.5, marker="o", ms=3, label=label)
         best = val.loc[val["val_dice"].idxmax()]
-        ax_dice.plot(best["epoch"], best["val_dice"], marker="*", ms=11, color=colour, mec="black", mew=0.6, ls="none")
-        ax_dice.annotate(
-            f"{best['val_dice']:.3f}",
-            (best["epoch"], best["val_dice"]),
-            textcoords="offset points",
-            xytext=(0, -14 - 10 * k),
-            ha="center",
-            fontsize=8,
+        ax_dice.plot(
+            val["epoch"],
+            val["val_dice"],
             color=colour,
+            lw=1.5,
+            marker="o",
+            ms=3,
+            label=f"{label}: best {best['val_dice']:.3f} (epoch {int(best['epoch'])})",
+        )
+        # Later models get smaller stars on top, so coinciding best epochs stay visible.
+        ax_dice.plot(
+            best["epoch"],
+            best["val_dice"],
+            marker="*",
+            ms=13 - 4 * k,
+            color=colour,
+            mec="black",
+            mew=0.6,
+            ls="none",
+            zorder=3 + k,
         )
     last_epoch = max((int(df["epoch"].max()) for df in logs.values() if len(df)), default=1)
     for ax in (ax_loss, ax_dice):
         ax.set_xlabel("Epoch")
-        ax.set_xlim(0, last_epoch + 0.5)
+        ax.set_xlim(0, last_epoch * 1.03 + 0.5)
         ax.grid(True, alpha=0.3, lw=0.5)
-    ax_loss.set_ylabel("Training loss (mean per epoch)")
+    ax_loss.set_ylabel(f"Training {loss_name} loss (epoch mean)")
     ax_loss.set_title("A  Training loss", loc="left")
     ax_dice.set_ylabel("Validation mean Dice")
-    ax_dice.set_title("B  Validation Dice (★ best, kept)", loc="left")
+    ax_dice.set_title("B  Validation Dice (\u2605 weights kept)", loc="left")
     ax_dice.set_ylim(0, 1)
     ax_dice.set_yticks(np.linspace(0, 1, 6))
     ax_loss.legend(loc="upper right", frameon=False)

@@ -1,0 +1,252 @@
+"""`snakemake --profile slurm` on a real Slurm: the tiny workflow runs, every job through sbatch.
+
+The fixture starts a one-node Slurm cluster on localhost (tests/slurm/up.sh: munged, MariaDB,
+slurmdbd, slurmctld, slurmd; one fake A100) and stops every daemon it started, by PID, also when
+a test fails. It needs Debian's slurm-wlm, munge, slurmdbd and mariadb-server and root; without
+them the Slurm run is skipped with the install command (CI installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, TINY
+from rule_inventory import inventory
+
+PROFILE = REPO / "slurm" / "config.v8+.yaml"
+UP = REPO / "tests" / "slurm" / "up.sh"
+DOWN = REPO / "tests" / "slurm" / "down.sh"
+DAEMONS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd")
+INSTALL = "apt-get install -y slurm-wlm munge slurmdbd mariadb-server"
+# Rules that must ask Slurm for one A100 (sbatch --gpus=a100:1).
+GPU_RULES = ("train", "train_fold", "predict")
+
+
+@pytest.fixture(scope="module")
+def rules_by_name() -> dict[str, dict]:
+    return {r["name"]: r for r in inventory()}
+
+
+def profile() -> dict:
+    return yaml.safe_load(PROFILE.read_text())
+
+
+# --- the profile itself (no Slurm needed) ---
+
+
+def test_profile_is_found_from_the_repo_root_and_submits_with_slurm():
+    # `--profile slurm` resolves to the folder slurm/ and its config.v8+.yaml.
+    cfg = profile()
+    assert cfg["executor"] == "slurm"
+    assert int(cfg["jobs"]) >= 1
+    assert {"runtime", "mem_mb"} <= set(cfg["default-resources"])
+
+
+def test_profile_asks_one_a100_for_training_and_prediction():
+    resources = profile()["set-resources"]
+    for rule in ("train", "predict"):
+        assert resources[rule]["gpu"] == 1, rule
+        assert resources[rule]["gpu_model"] == "a100", rule
+
+
+def test_profile_names_only_rules_that_exist(rules_by_name):
+    # Snakemake ignores set-resources for unknown rules: a renamed rule would lose its GPU.
+    unknown = sorted(set(profile()["set-resources"]) - set(rules_by_name))
+    assert not unknown, (
+        f"slurm/config.v8+.yaml sets resources of rules that do not exist: {unknown}"
+    )
+
+
+def test_gpu_rules_of_the_workflow_get_a_gpu_from_the_profile_or_the_rule(rules_by_name):
+    set_resources = profile()["set-resources"]
+    for name in GPU_RULES:
+        if name not in rules_by_name:
+            continue
+        merged = {**rules_by_name[name]["resources"], **set_resources.get(name, {})}
+        assert merged.get("gpu") == 1 and merged.get("gpu_model") == "a100", name
+
+
+def test_no_workflow_profile_overrides_the_slurm_profile():
+    # A workflow profile (profiles/default next to the Snakefile) is loaded after --profile and
+    # replaces whole top-level keys (executor, default-resources, set-resources).
+    for folder in (REPO / "profiles" / "default", REPO / "workflow" / "profiles" / "default"):
+        for path in folder.glob("config*.yaml"):
+            keys = set(yaml.safe_load(path.read_text()) or {})
+            clash = keys & set(profile())
+            assert not clash, f"{path} overrides the slurm profile's {sorted(clash)}"
+
+
+# --- a real Slurm ---
+
+
+def _skip_reason() -> str | None:
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [d for d in DAEMONS if not shutil.which(d, path=path)]
+    if missing:
+        return f"Slurm is not installed (missing {', '.join(missing)}): {INSTALL}"
+    if os.geteuid() != 0:
+        return "the test Slurm cluster runs its daemons as root"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A running one-node Slurm; yields the environment for its client commands."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    # Short: Unix socket paths (munge, MariaDB) are limited to 108 bytes.
+    state = Path(tempfile.mkdtemp(prefix="thighct-slurm-"))
+    env = {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
+    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    # SIGTERM (a CI timeout) would end pytest without teardown: turn it into an exception.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        started = time.monotonic()
+        up = subprocess.run(["bash", str(UP), str(state)], env=env, capture_output=True, text=True)
+        if up.returncode != 0:
+            pytest.fail(f"tests/slurm/up.sh failed:\n{up.stdout}\n{up.stderr[-6000:]}")
+        print(f"Slurm started in {time.monotonic() - started:.1f} s: {up.stdout.strip()}")
+        yield env
+    finally:
+        subprocess.run(["bash", str(DOWN), str(state)], env=env, capture_output=True, text=True)
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def test_slurm_fixture_stops_every_daemon_it_started():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    state = Path(tempfile.mkdtemp(prefix="thighct-slurm-"))
+    env = {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
+    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    try:
+        up = subprocess.run(["bash", str(UP), str(state)], env=env, capture_output=True, text=True)
+        assert up.returncode == 0, up.stderr[-4000:]
+        pids = [
+            int(line.split()[1])
+            for line in (state / "pids").read_text().splitlines()
+            if line.split()[0] != "link"
+        ]
+        assert len(pids) == 5  # munged, mariadbd, slurmdbd, slurmctld, slurmd
+    finally:
+        subprocess.run(["bash", str(DOWN), str(state)], env=env, capture_output=True, text=True)
+    for pid in pids:
+        assert not _alive(pid), f"daemon {pid} still running after down.sh"
+    assert not Path("/etc/slurm/slurm.conf").is_symlink() or (
+        os.readlink("/etc/slurm/slurm.conf") != str(state / "slurm.conf")
+    )
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _test_profile(tmp: Path) -> Path:
+    """The shipped profile as a user edits it (account, partition), plus test-only speed-ups."""
+    cfg = profile()
+    cfg["default-resources"] = {
+        **cfg["default-resources"],
+        "slurm_account": "thighct",
+        "slurm_partition": "debug",
+    }
+    # The executor waits this long before its first status check (default 40 s).
+    cfg["slurm-init-seconds-before-status-checks"] = 1
+    cfg["seconds-between-status-checks"] = 1
+    # Outputs are on the local disk: no need to wait for a network file system.
+    cfg["latency-wait"] = 5
+    folder = tmp / "profile"
+    folder.mkdir()
+    (folder / "config.v8+.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return folder
+
+
+def _sacct(env, *fields: str) -> list[dict]:
+    out = subprocess.run(
+        ["sacct", "-a", "-X", "-P", "-n", "-S", "now-1days", "-o", ",".join(fields)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [dict(zip(fields, line.split("|"), strict=False)) for line in out.splitlines() if line]
+
+
+@pytest.mark.slurm
+@pytest.mark.workflow
+def test_tiny_workflow_runs_every_job_through_slurm_and_trains_on_a_gpu(slurm, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(TINY),
+        "--profile",
+        str(_test_profile(tmp_path)),
+    ]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env=slurm, capture_output=True, text=True, timeout=3000)
+    elapsed = time.monotonic() - started
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"snakemake --profile slurm failed:\n{log[-8000:]}"
+    print(f"tiny workflow on Slurm: {elapsed:.0f} s")
+
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
+    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log))
+    planned = _planned_jobs(log)
+    assert len(submitted) == planned, f"{planned} jobs planned, {len(submitted)} sent to sbatch"
+
+    jobs = {
+        j["JobID"]: j
+        for j in _sacct(slurm, "JobID", "JobName", "State", "Comment", "ReqTRES", "SubmitLine")
+        if j["JobName"] == run_id
+    }
+    assert set(jobs) == set(submitted.values()), "sacct does not list every submitted job"
+    assert {j["State"] for j in jobs.values()} == {"COMPLETED"}
+
+    rules = {
+        jid: j["Comment"].removeprefix("rule_").split("_wildcards_")[0] for jid, j in jobs.items()
+    }
+    trained = [jid for jid, rule in rules.items() if rule in ("train", "train_fold")]
+    assert trained, f"no training job among {sorted(set(rules.values()))}"
+    for jid in trained:
+        assert "gres/gpu:a100=1" in jobs[jid]["ReqTRES"], jobs[jid]
+        assert "--gpus=a100:1" in jobs[jid]["SubmitLine"], jobs[jid]
+    for jid, rule in rules.items():
+        if rule not in GPU_RULES:
+            assert "gres/gpu" not in jobs[jid]["ReqTRES"], f"{rule} asked for a GPU"
+    assert (work / "results" / "figures" / "fig1_flow.png").is_file()
+
+
+def _planned_jobs(log: str) -> int:
+    """Jobs Snakemake sends to the executor: the first 'Job stats' total minus target-only rules."""
+    table = log.split("Job stats:", 1)[1].split("total", 1)
+    counts = dict(re.findall(r"^(\S+)\s+(\d+)\s*$", table[0], flags=re.M))
+    total = int(table[1].split()[0])
+    return total - int(counts.get("all", 0))

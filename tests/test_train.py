@@ -1,0 +1,197 @@
+"""Training: it runs for each network, it learns, and a killed run resumes to the same weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, load_config
+
+from thighct import train
+from thighct.labels import LabelTable
+from thighct.models import load_model
+
+TINY = load_config(REPO / "tests" / "config" / "tiny.yaml")
+N_CLASSES = 5
+
+
+def small_labels(n: int = N_CLASSES) -> LabelTable:
+    return LabelTable(
+        pd.DataFrame(
+            {
+                "id": range(n),
+                "name": ["background"] + [f"muscle{i}" for i in range(1, n)],
+                "display": ["Background"] + [f"Muscle {i}" for i in range(1, n)],
+                "group": ["background"] + ["anterior"] * (n - 1),
+                "colour": ["#000000"] + ["#e6194b"] * (n - 1),
+            }
+        )
+    )
+
+
+def thigh_phantom(rng: np.random.Generator, shape=(32, 32, 32), n_classes: int = N_CLASSES) -> dict:
+    """A cylinder cut into muscle sectors around a central bone, each with its own intensity."""
+    x, y, z = np.indices(shape)
+    centre = np.array(shape[:2]) / 2 + rng.uniform(-2, 2, 2)
+    r = np.hypot((x - centre[0]) / 11, (y - centre[1]) / 9)
+    body = (r < 1) & (z > 2) & (z < shape[2] - 3)
+    angle = np.arctan2(y - centre[1], x - centre[0]) + rng.uniform(-0.2, 0.2)
+    sector = ((angle + np.pi) / (2 * np.pi) * (n_classes - 2)).astype(int) % (n_classes - 2) + 1
+    label = np.zeros(shape, np.uint8)
+    label[body] = sector[body]
+    label[body & (r < 0.3)] = n_classes - 1
+    image = label * 0.15 + rng.normal(0, 0.05, shape)
+    return {
+        "subject": f"S{rng.integers(1e6)}",
+        "image": image.astype(np.float32)[None],
+        "label": label[None],
+    }
+
+
+def phantoms(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [thigh_phantom(rng) for _ in range(n)]
+
+
+def settings(tmp_path, **over) -> dict:
+    cfg = {**TINY["train"], "checkpoint_dir": str(tmp_path / "checkpoints"), "threads": 1}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.mark.parametrize("model", ["unetr", "unet"])
+def test_one_epoch_of_each_network_writes_a_loadable_model_and_a_log(tmp_path, model):
+    labels = small_labels()
+    net_cfg = TINY["networks"][model]
+    cfg = settings(tmp_path, epochs=1)
+    result = train.train_model(model, net_cfg, cfg, labels, phantoms(2, 1), phantoms(1, 2), seed=7)
+    train.write_outputs(
+        result, tmp_path / "model.pt", tmp_path / "log.tsv", model, net_cfg, cfg, labels, 7
+    )
+
+    log = pd.read_csv(tmp_path / "log.tsv", sep="\t")
+    assert list(log.columns) == ["epoch", "train_loss", "val_dice", "lr", "seconds"]
+    assert log["epoch"].tolist() == [1]
+    assert 0 <= log["val_dice"].iloc[0] <= 1
+    net, meta = load_model(tmp_path / "model.pt", labels, net_cfg=net_cfg)
+    assert meta["seed"] == 7 and meta["best_epoch"] == 1
+    assert not train.checkpoint_path(cfg["checkpoint_dir"], model).exists()
+
+
+def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
+    labels, net_cfg = small_labels(), TINY["networks"]["unet"]
+    data = phantoms(4, 3), phantoms(1, 4)
+    cfg = settings(tmp_path, epochs=4, val_every=2, checkpoint_every=2, crops_per_image=2)
+
+    whole = train.train_model(
+        "unet", net_cfg, cfg, labels, *data, seed=11, checkpoint_dir=tmp_path / "a"
+    )
+    killed = train.train_model(
+        "unet", net_cfg, cfg, labels, *data, seed=11, checkpoint_dir=tmp_path / "b", stop_after=3
+    )
+    assert not killed.finished
+    assert train.checkpoint_path(tmp_path / "b", "unet").exists()
+    resumed_epochs = []
+    resumed = train.train_model(
+        "unet",
+        net_cfg,
+        cfg,
+        labels,
+        *data,
+        seed=11,
+        checkpoint_dir=tmp_path / "b",
+        on_epoch=lambda row: resumed_epochs.append(row["epoch"]),
+    )
+
+    assert resumed_epochs == [4]
+    a, b = whole.net.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cols = ["epoch", "train_loss", "val_dice", "lr"]
+    pd.testing.assert_frame_equal(whole.log[cols], resumed.log[cols])
+
+
+def test_a_changed_training_config_starts_afresh_instead_of_resuming(tmp_path):
+    labels, net_cfg = small_labels(), TINY["networks"]["unet"]
+    data = phantoms(2, 3), phantoms(1, 4)
+    cfg = settings(tmp_path, epochs=3)
+    train.train_model("unet", net_cfg, cfg, labels, *data, seed=11, stop_after=1)
+    epochs = []
+    train.train_model(
+        "unet",
+        net_cfg,
+        {**cfg, "lr": cfg["lr"] / 2},
+        labels,
+        *data,
+        seed=11,
+        on_epoch=lambda row: epochs.append(row["epoch"]),
+    )
+    assert epochs == [1, 2, 3]
+
+
+def test_training_on_small_phantoms_learns(tmp_path):
+    """Validation Dice rises well above its value after the first epoch."""
+    labels, net_cfg = small_labels(), {**TINY["networks"]["unet"], "channels": [8, 16, 32]}
+    cfg = settings(
+        tmp_path,
+        epochs=12,
+        val_every=1,
+        lr=3e-3,
+        lr_schedule="cosine",
+        crops_per_image=2,
+        batch_size=2,
+    )
+    result = train.train_model("unet", net_cfg, cfg, labels, phantoms(6, 5), phantoms(2, 6), seed=3)
+    dice = result.log["val_dice"].tolist()
+    assert result.best_dice == max(dice)
+    assert dice[0] < 0.4
+    assert result.best_dice > 0.7
+    assert result.best_dice > dice[0] + 0.3
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    labels, net_cfg = small_labels(), TINY["networks"]["unet"]
+    data = phantoms(2, 3), []
+    cfg = settings(tmp_path, epochs=1)
+    a, b, c = (
+        train.train_model("unet", net_cfg, cfg, labels, *data, seed=s).net.state_dict()
+        for s in (1, 1, 2)
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_dice_of_a_mask_with_itself_is_1_and_a_missed_class_counts_0():
+    truth = torch.zeros(8, 8, 8, dtype=torch.long)
+    truth[:4] = 1
+    truth[4:, :4] = 2
+    assert train.mean_dice(truth, truth, 3) == 1.0
+    missed = truth.clone()
+    missed[missed == 2] = 1
+    # class 1: 2*256/(256+384) = 0.8, class 2: 0
+    assert math.isclose(train.mean_dice(missed, truth, 3), 0.4)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_by_cosine():
+    factors = [train.lr_factor(s, 100, 10, "cosine") for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
+    assert factors[-1] < 0.01
+    assert train.lr_factor(50, 100, 0, "constant") == 1.0
+
+
+def test_labels_beyond_the_label_table_are_refused(tmp_path):
+    item = thigh_phantom(np.random.default_rng(0), n_classes=7)
+    with pytest.raises(train.ThighctError, match="label table has 5 classes"):
+        train.train_model(
+            "unet", TINY["networks"]["unet"], settings(tmp_path), small_labels(), [item], [], seed=1
+        )
+
+
+def test_an_epoch_visits_every_training_image_once_in_seeded_order():
+    a = train.epoch_batches(7, 2, order_seed=5)
+    assert sorted(i for b in a for i in b) == list(range(7))
+    assert [len(b) for b in a] == [2, 2, 2, 1]
+    assert a == train.epoch_batches(7, 2, order_seed=5) != train.epoch_batches(7, 2, order_seed=6)
