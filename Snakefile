@@ -15,6 +15,9 @@ configfile: str(REPO / "config/config.yaml")
 validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/synthetic.smk"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -64,14 +65,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pp.preprocess_volume(*thigh_scan((40, 40, 10), (3.0, 3.0, 5.0))[:2], pp.PreprocessSettings())  # imports
+    pp.preprocess_volume(
+        *thigh_scan((40, 40, 10), (3.0, 3.0, 5.0))[:2], pp.PreprocessSettings()
+    )  # imports
     print(f"threads={args.threads} repeat={args.repeat} (best time)")
-    print(f"{'scale':26s} {'input':>16s} {'output':>16s} {'preprocess s':>13s} {'to_native s':>12s}")
+    print(
+        f"{'scale':26s} {'input':>16s} {'output':>16s} {'preprocess s':>13s} {'to_native s':>12s}"
+    )
     for name, shape, spacing, target in SCALES:
         hu, affine, label = thigh_scan(shape, spacing)
         settings = pp.PreprocessSettings(spacing_mm=target)
-        t_pre, result = best_of(lambda: pp.preprocess_volume(hu, affine, settings, label), args.repeat)  # noqa: B023
-        t_back, _ = best_of(lambda: pp.to_native(result.label, result.transform), args.repeat)  # noqa: B023
+        t_pre, result = best_of(
+            partial(pp.preprocess_volume, hu, affine, settings, label), args.repeat
+        )
+        t_back, _ = best_of(partial(pp.to_native, result.label, result.transform), args.repeat)
         print(
             f"{name:26s} {'x'.join(map(str, shape)):>16s} {'x'.join(map(str, result.image.shape)):>16s} "
             f"{t_pre:13.2f} {t_back:12.2f}"

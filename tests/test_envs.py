@@ -1,4 +1,4 @@
-"""The conda environments in envs/: each parses, pins what pip installs, and has what its rules import.
+"""The conda environments in envs/: each parses, pins what pip installs, has what rules import.
 
 Conda cannot run here (and `--use-conda` never runs in CI), so these tests check the env files
 against what the code needs: the rule -> conda env and rule -> script map comes from Snakemake's
@@ -86,10 +86,15 @@ def imported_modules(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative, inside the thighct package
+                package = path.resolve().relative_to(SRC).parent.parts
+                package = package[: len(package) - (node.level - 1)]
+                module = ".".join([*package, *([module] if module else [])])
+            names.add(module)
             # `from thighct import io` names the submodule thighct.io
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
 
 

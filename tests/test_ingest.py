@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from thighct import ingest, io
 from thighct.errors import ThighctError
 from thighct.labels import read_labels
+from thighct.preprocess import to_native
 
 LABELS = read_labels(Path(__file__).resolve().parents[1] / "config" / "labels.tsv")
 SETTINGS = ingest.IngestSettings()
@@ -25,7 +27,9 @@ def affine_lps(spacing=(1.5, 1.5, 3.0), origin=(60.0, 40.0, -200.0)) -> np.ndarr
 
 def phantom_hu(shape=SHAPE) -> np.ndarray:
     x, y = np.mgrid[: shape[0], : shape[1]]
-    body = ((x - shape[0] / 2) / (shape[0] / 3)) ** 2 + ((y - shape[1] / 2) / (shape[1] / 3)) ** 2 < 1
+    body = ((x - shape[0] / 2) / (shape[0] / 3)) ** 2 + (
+        (y - shape[1] / 2) / (shape[1] / 3)
+    ) ** 2 < 1
     hu = np.full(shape, -1000, dtype=np.int16)
     hu[body] = 50
     hu[shape[0] // 2, shape[1] // 2, :] = 900  # femur
@@ -51,7 +55,9 @@ def scan(tmp_path):
 
 def run(scan_dir, image="ct.nii.gz", label="seg.nii.gz", settings=SETTINGS):
     out = scan_dir / "out"
-    ingest.ingest_subject(scan_dir / image, out / "image.nii.gz", out / "info.json", settings, subject="S010")
+    ingest.ingest_subject(
+        scan_dir / image, out / "image.nii.gz", out / "info.json", settings, subject="S010"
+    )
     if label is not None:
         ingest.ingest_subject_label(
             scan_dir / label,
@@ -88,7 +94,9 @@ def test_ingested_image_is_int16_hu_in_canonical_ras_with_every_voxel_in_place(s
     assert image.array[tuple(ijk)] == 900 and label.array[tuple(ijk)] == 28
     info = io.load_json(out / "info.json")
     assert info["source_orientation"] == "LPS" and info["orientation"] == "RAS"
-    assert info["spacing_mm"] == [1.5, 1.5, 3.0] and info["hu_min"] == -1000 and info["hu_max"] == 900
+    assert (
+        info["spacing_mm"] == [1.5, 1.5, 3.0] and info["hu_min"] == -1000 and info["hu_max"] == 900
+    )
     label_info = io.load_json(out / "label_info.json")
     assert set(label_info["voxels"]) == {"sartorius", "gluteus_maximus", "femur"}
     assert label_info["touches_border"]["femur"] == ["inferior", "superior"]
@@ -122,7 +130,9 @@ def test_label_grid_within_tolerance_takes_the_image_affine(scan):
 
 # ------------------------------------------------------------------------------ bad input
 def test_four_d_image_is_refused_and_nothing_is_written(scan):
-    io.save_nifti(scan / "ct4.nii.gz", np.stack([phantom_hu()] * 2, axis=-1), affine_lps(), np.int16)
+    io.save_nifti(
+        scan / "ct4.nii.gz", np.stack([phantom_hu()] * 2, axis=-1), affine_lps(), np.int16
+    )
     with pytest.raises(ThighctError) as err:
         run(scan, image="ct4.nii.gz")
     assert_clear_error(err, "4 dimensions", "ct4.nii.gz")
@@ -250,3 +260,99 @@ def test_settings_are_read_from_the_config_section():
     assert settings.hu_range == (-2000.0, 4000.0) and settings.label_map == {88: "femur"}
     assert settings.series_description == "^AX" and settings.slice_spacing_tolerance == 0.05
     assert ingest.IngestSettings.from_config({}) == ingest.IngestSettings()
+
+
+# ------------------------------------------------------------------------------ workflow
+COHORT_HEADER = (
+    "subject_id\tsex\tage\theight_cm\tweight_kg\tsmi\tstable_condition\tct_contraindication\t"
+    "missing_hip_to_knee\tprotocol_variation\tamputation\tfemur_shaft_fracture\t"
+    "subtrochanteric_fracture\tdeformity\tmetal_artefact\tother_image_factor\timage\tlabel\tlabel_rater2"
+)
+PASSING = "true\tfalse\tfalse\tfalse\tfalse\tfalse\tfalse\tfalse\tfalse\tfalse"
+
+
+def user_cohort(tmp_path, rows, extra: str = "") -> Path:
+    """A cohort table of the user's scans and a config that points at it (one MONAI job)."""
+    lines = [COHORT_HEADER]
+    for subject, sex, image, label in rows:
+        lines.append(f"{subject}\t{sex}\t78\t160\t60\t6.0\t{PASSING}\t{image}\t{label}\t")
+    (tmp_path / "cohort.tsv").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "user.yaml"
+    cfg.write_text(
+        f"chunks: 1\ncohort:\n  table: {tmp_path / 'cohort.tsv'}\nsplit:\n  n_val: 1\n{extra}"
+    )
+    return cfg
+
+
+@pytest.mark.workflow
+def test_workflow_ingests_dicom_and_nifti_and_preprocesses_them(tmp_path):
+    from conftest import run_snakemake
+    from test_io import PATIENT_ID, PATIENT_NAME, write_dicom_series
+
+    write_dicom_series(tmp_path / "P1_dicom", n_slices=10, rows=48, cols=44)
+    dicom = io.load_dicom_series(tmp_path / "P1_dicom")
+    seg = np.zeros(dicom.shape, dtype=np.uint8)
+    seg[10:30, 12:36, 2:8] = 3
+    io.save_nifti(tmp_path / "P1_seg.nii.gz", seg, dicom.affine, np.uint8)
+    io.save_nifti(tmp_path / "P2_ct.nii.gz", phantom_hu(), affine_lps(), np.int16)
+    io.save_nifti(tmp_path / "P2_seg.nii.gz", phantom_label(), affine_lps(), np.uint8)
+    cfg = user_cohort(
+        tmp_path,
+        [
+            ("P1", "F", tmp_path / "P1_dicom", tmp_path / "P1_seg.nii.gz"),
+            ("P2", "M", tmp_path / "P2_ct.nii.gz", tmp_path / "P2_seg.nii.gz"),
+            ("P3", "M", tmp_path / "P2_ct.nii.gz", ""),
+        ],
+        extra="preprocess:\n  spacing_mm: [1.5, 1.5, 3.0]\n",  # P2's own grid
+    )
+    work = tmp_path / "work"
+    targets = [f"results/preprocessed/{s}/label.nii.gz" for s in ("P1", "P2")]
+    targets += ["results/preprocessed/P3/transform.json", "results/figures/fig3_preprocessing.png"]
+    run_snakemake(work, "--cores", "2", *targets, configfiles=[cfg])
+
+    assert not (work / "results/preprocessed/P3/label.nii.gz").exists()
+    image = io.load_nifti(work / "results/ingested/P1/image.nii.gz")
+    assert image.orientation == "RAS" and image.array.dtype == np.int16
+    info = io.load_json(work / "results/ingested/P1/info.json")
+    assert info["format"] == "dicom" and info["spacing_mm"] == [0.7, 0.8, 2.5]
+    transform = io.load_json(work / "results/preprocessed/P2/transform.json")
+    pre_label = io.load_nifti(work / "results/preprocessed/P2/label.nii.gz").array
+    ingested_label = io.load_nifti(work / "results/ingested/P2/label.nii.gz").array
+
+    assert transform["subject"] == "P2"
+    np.testing.assert_array_equal(to_native(pre_label, transform), ingested_label)
+    for path in work.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.suffix == ".gz":
+                data = gzip.decompress(data)
+            for secret in (PATIENT_NAME.split("^")[0], PATIENT_ID):
+                assert secret.encode() not in data, f"{secret} leaked into {path}"
+
+
+@pytest.mark.workflow
+def test_workflow_stops_on_a_truncated_scan_naming_subject_and_file(tmp_path):
+    from conftest import run_snakemake
+
+    io.save_nifti(tmp_path / "ct.nii.gz", phantom_hu(), affine_lps(), np.int16)
+    io.save_nifti(tmp_path / "seg.nii.gz", phantom_label(), affine_lps(), np.uint8)
+    data = (tmp_path / "ct.nii.gz").read_bytes()
+    (tmp_path / "bad.nii.gz").write_bytes(data[: len(data) // 2])
+    cfg = user_cohort(
+        tmp_path,
+        [
+            ("P1", "F", tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz"),
+            ("P2", "M", tmp_path / "bad.nii.gz", tmp_path / "seg.nii.gz"),
+        ],
+    )
+    work = tmp_path / "work"
+    proc = run_snakemake(
+        work, "--cores", "1", "results/ingested/P2/image.nii.gz", configfiles=[cfg], check=False
+    )
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    assert (work / "logs/ingest/P2.log").exists(), proc.stderr[-3000:]
+    log = (work / "logs/ingest/P2.log").read_text()
+    assert "subject P2" in log and "bad.nii.gz" in log and "fix:" in log
+    assert not (work / "results/ingested/P2").exists() or not any(
+        (work / "results/ingested/P2").iterdir()
+    )

@@ -133,7 +133,9 @@ def test_saving_leaves_no_temporary_file_and_refuses_values_out_of_range(tmp_pat
 
 def test_truncated_nifti_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "ct.nii.gz"
-    io.save_nifti(path, np.random.default_rng(0).integers(-1000, 1000, (30, 30, 30)), np.eye(4), np.int16)
+    io.save_nifti(
+        path, np.random.default_rng(0).integers(-1000, 1000, (30, 30, 30)), np.eye(4), np.int16
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ThighctError) as err:
@@ -157,14 +159,19 @@ def test_canonical_reorientation_keeps_every_voxel_in_place():
     canon, canon_affine = io.to_canonical(array, affine)
     assert io.orientation_of(canon_affine) == "RAS"
     assert canon.dtype == np.int16
-    world = {tuple(np.round(affine @ [i, j, k, 1], 6)[:3]): array[i, j, k] for i, j, k in np.ndindex(array.shape)}
+    world = {
+        tuple(np.round(affine @ [i, j, k, 1], 6)[:3]): array[i, j, k]
+        for i, j, k in np.ndindex(array.shape)
+    }
     for i, j, k in np.ndindex(canon.shape):
         assert world[tuple(np.round(canon_affine @ [i, j, k, 1], 6)[:3])] == canon[i, j, k]
 
 
 def test_spacing_is_the_length_of_the_affine_columns():
     theta = np.deg2rad(30)
-    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    rot = np.array(
+        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    )
     affine = np.eye(4)
     affine[:3, :3] = rot @ np.diag([0.7, 0.9, 5.0])
     assert io.spacing_from_affine(affine) == pytest.approx((0.7, 0.9, 5.0))
@@ -184,7 +191,9 @@ def test_dicom_series_is_read_in_hu_sorted_by_position_with_ras_affine(tmp_path)
     assert volume.meta["n_slices"] == 6
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=lambda s: s.name
+)
 def test_compressed_dicom_is_decoded_losslessly(tmp_path, syntax):
     # 64 x 48 pixels: OpenJPEG needs a few resolution levels' worth of pixels to encode.
     expected = write_dicom_series(tmp_path / "ct", n_slices=3, rows=64, cols=48, syntax=syntax)
@@ -226,7 +235,11 @@ def test_patient_name_from_dicom_appears_in_no_output_or_log(tmp_path, caplog):
     out = tmp_path / "out"
     caplog.set_level(logging.DEBUG)
     info = ingest.ingest_subject(
-        tmp_path / "dicom", out / "image.nii.gz", out / "info.json", ingest.IngestSettings(), subject="S004"
+        tmp_path / "dicom",
+        out / "image.nii.gz",
+        out / "info.json",
+        ingest.IngestSettings(),
+        subject="S004",
     )
     logging.getLogger("thighct").info("ingested %s", info)
     texts = {

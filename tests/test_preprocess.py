@@ -35,7 +35,7 @@ def thigh_phantom(shape=(64, 56, 36), spacing=PHANTOM_SPACING, table=True):
         label[femur] = 28
     if table:
         hu[:, 4:6, :] = 100  # a flat table under the legs, 2 voxels thick
-        hu[:, 6:int(shape[1] * 0.55) - 11, :][:, -1:, :] = -100  # touching the back of the legs
+        hu[:, 6 : int(shape[1] * 0.55) - 11, :][:, -1:, :] = -100  # touching the back of the legs
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = [-100.0, -90.0, -400.0]
     return hu, affine, label
@@ -102,7 +102,9 @@ def test_a_scan_without_body_keeps_its_full_extent():
 # ------------------------------------------------------------------------------ resampling
 def test_output_has_the_target_spacing_and_keeps_the_world_position(phantom):
     hu, affine, label = phantom
-    result = pp.preprocess_volume(hu, affine, pp.PreprocessSettings(spacing_mm=PAPER_SPACING), label)
+    result = pp.preprocess_volume(
+        hu, affine, pp.PreprocessSettings(spacing_mm=PAPER_SPACING), label
+    )
     assert io.spacing_from_affine(result.affine) == pytest.approx(PAPER_SPACING)
     assert io.orientation_of(result.affine) == "RAS"
     assert result.label.dtype == np.uint8 and result.label.shape == result.image.shape
@@ -117,7 +119,9 @@ def test_output_has_the_target_spacing_and_keeps_the_world_position(phantom):
 
 def test_round_trip_is_exact_when_the_spacing_is_unchanged(phantom):
     hu, affine, label = phantom
-    result = pp.preprocess_volume(hu, affine, pp.PreprocessSettings(spacing_mm=PHANTOM_SPACING), label)
+    result = pp.preprocess_volume(
+        hu, affine, pp.PreprocessSettings(spacing_mm=PHANTOM_SPACING), label
+    )
     assert result.transform["crop"]["shape"] == list(result.label.shape)  # nothing resampled
     np.testing.assert_array_equal(pp.to_native(result.label, result.transform), label)
 
@@ -167,7 +171,9 @@ def test_label_preprocessed_later_matches_the_joint_pipeline(phantom):
 
 def test_to_native_takes_a_channel_axis_and_refuses_a_wrong_shape(phantom):
     hu, affine, label = phantom
-    result = pp.preprocess_volume(hu, affine, pp.PreprocessSettings(spacing_mm=PHANTOM_SPACING), label)
+    result = pp.preprocess_volume(
+        hu, affine, pp.PreprocessSettings(spacing_mm=PHANTOM_SPACING), label
+    )
     np.testing.assert_array_equal(pp.to_native(result.label[None], result.transform), label)
     with pytest.raises(ValueError, match="preprocessed shape"):
         pp.to_native(result.label[1:], result.transform)
@@ -189,3 +195,34 @@ def test_settings_are_read_from_the_config_section():
         {"hu_window": [-57, 164], "gamma": 2, "spacing_mm": [1.5, 1.5, 2.0], "orientation": "RAS"}
     )
     assert settings.spacing_mm == (1.5, 1.5, 2.0) and settings.hu_window == (-57.0, 164.0)
+
+
+def test_default_phantom_round_trip_exact_at_its_grid_and_dice_at_paper_spacing():
+    from conftest import REPO, load_config
+
+    from thighct import synthetic
+    from thighct.labels import read_labels
+
+    cfg = load_config()
+    labels = read_labels(REPO / "config" / "labels.tsv")
+    scan = synthetic.generate_subject(
+        "SYN0001", "F", 155.0, 5.0, 5.4, cfg["synthetic"], cfg["seed"], labels
+    )
+    assert tuple(cfg["preprocess"]["spacing_mm"]) == tuple(cfg["synthetic"]["spacing_mm"])
+    for spacing in (cfg["preprocess"]["spacing_mm"], PAPER_SPACING):
+        result = pp.preprocess_volume(
+            scan.ct, scan.affine, pp.PreprocessSettings(spacing_mm=spacing), scan.label
+        )
+        back = pp.to_native(result.label, result.transform)
+        if tuple(spacing) == tuple(cfg["synthetic"]["spacing_mm"]):
+            np.testing.assert_array_equal(back, scan.label)
+        for c in np.unique(scan.label)[1:]:
+            assert dice(back, scan.label, c) >= 0.98, (spacing, labels.name_of(int(c)))
+
+
+@pytest.mark.parametrize("extra", [(), ("tests/config/tiny.yaml",)], ids=["default", "tiny"])
+def test_configs_preprocess_the_phantoms_on_their_own_grid(extra):
+    from conftest import REPO, load_config
+
+    cfg = load_config(*[REPO / e for e in extra])
+    assert cfg["preprocess"]["spacing_mm"] == cfg["synthetic"]["spacing_mm"]

@@ -47,9 +47,16 @@ def ingested(tmp_path_factory):
     out = tmp_path_factory.mktemp("realct")
     labels = read_labels(REPO / "config" / "labels.tsv")
     settings = ingest.IngestSettings(label_map=TOTALSEG_V1, drop_unmapped=True)
-    info = ingest.ingest_subject(CT, out / "image.nii.gz", out / "info.json", settings, subject="realct")
+    info = ingest.ingest_subject(
+        CT, out / "image.nii.gz", out / "info.json", settings, subject="realct"
+    )
     label_info = ingest.ingest_subject_label(
-        SEG, out / "image.nii.gz", out / "label.nii.gz", out / "label_info.json", labels, settings,
+        SEG,
+        out / "image.nii.gz",
+        out / "label.nii.gz",
+        out / "label_info.json",
+        labels,
+        settings,
         subject="realct",
     )
     image = io.load_nifti(out / "image.nii.gz")
@@ -91,7 +98,9 @@ def test_structures_cut_by_the_lowest_slice_are_reported(ingested):
 
 def test_preprocessing_and_the_way_back(ingested):
     image, label, _, _, _ = ingested
-    same = pp.preprocess_volume(image.array, image.affine, pp.PreprocessSettings(spacing_mm=(3.0, 3.0, 3.0)), label.array)
+    same = pp.preprocess_volume(
+        image.array, image.affine, pp.PreprocessSettings(spacing_mm=(3.0, 3.0, 3.0)), label.array
+    )
     np.testing.assert_array_equal(pp.to_native(same.label, same.transform), label.array)
     paper = pp.preprocess_volume(image.array, image.affine, pp.PreprocessSettings(), label.array)
     assert io.spacing_from_affine(paper.affine) == pytest.approx((1.5, 1.5, 2.0))

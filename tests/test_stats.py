@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from conftest import REPO, TINY, run_snakemake
 from PIL import Image
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
@@ -16,8 +17,6 @@ from statsmodels.stats.multitest import multipletests
 from thighct import stats
 from thighct.errors import ThighctError
 from thighct.labels import read_labels
-
-from conftest import REPO, TINY, run_snakemake
 
 AWGS = {"M": 7.0, "F": 5.4}
 PAPER_COUNTS = {("F", 1): 20, ("F", 0): 23, ("M", 1): 21, ("M", 0): 5}
@@ -41,19 +40,44 @@ def make_study(labels, counts=PAPER_COUNTS, effect=None, seed=0, no_smi=2):
             sid = f"S{k:03d}"
             height = rng.normal(165 if sex == "M" else 152, 6)
             smi = AWGS[sex] + (-0.6 if status else 0.6)
-            cohort.append({"subject_id": sid, "sex": sex, "age": rng.normal(77, 9),
-                           "height_cm": height, "weight_kg": 21.5 * (height / 100) ** 2 + rng.normal(0, 4),
-                           "smi": smi, "split": "unlabelled"})
+            cohort.append(
+                {
+                    "subject_id": sid,
+                    "sex": sex,
+                    "age": rng.normal(77, 9),
+                    "height_cm": height,
+                    "weight_kg": 21.5 * (height / 100) ** 2 + rng.normal(0, 4),
+                    "smi": smi,
+                    "split": "unlabelled",
+                }
+            )
             scale = (1 - effect[sex] * status + rng.normal(0, 0.05)) * (height / 100) ** 2
             for cid in labels.ids[1:]:
-                rows.append({"subject": sid, "class_id": cid, "class_name": labels.name_of(cid),
-                             "volume_mm3": 4e4 * (1 + cid % 7) * scale * (1 + rng.normal(0, 0.06))})
+                rows.append(
+                    {
+                        "subject": sid,
+                        "class_id": cid,
+                        "class_name": labels.name_of(cid),
+                        "volume_mm3": 4e4 * (1 + cid % 7) * scale * (1 + rng.normal(0, 0.06)),
+                    }
+                )
     for j in range(no_smi):
         sid = f"N{j:02d}"
-        cohort.append({"subject_id": sid, "sex": "F", "age": 80.0, "height_cm": 150.0,
-                       "weight_kg": 50.0, "smi": np.nan, "split": "unlabelled"})
-        rows += [{"subject": sid, "class_id": c, "class_name": labels.name_of(c), "volume_mm3": 1e5}
-                 for c in labels.ids[1:]]
+        cohort.append(
+            {
+                "subject_id": sid,
+                "sex": "F",
+                "age": 80.0,
+                "height_cm": 150.0,
+                "weight_kg": 50.0,
+                "smi": np.nan,
+                "split": "unlabelled",
+            }
+        )
+        rows += [
+            {"subject": sid, "class_id": c, "class_name": labels.name_of(c), "volume_mm3": 1e5}
+            for c in labels.ids[1:]
+        ]
     return pd.DataFrame(cohort), pd.DataFrame(rows)
 
 
@@ -77,7 +101,9 @@ def correlations(study):
 def test_sarcopenia_is_smi_below_the_sex_cutoff():
     smi = pd.Series([5.39, 5.40, 5.45, 6.99, 7.0, np.nan])
     sex = pd.Series(["F", "F", "F", "M", "M", "M"])
-    awgs = stats.sarcopenia_status(smi, sex, stats.sarcopenia_cutoffs({"awgs2019": AWGS}, "awgs2019"))
+    awgs = stats.sarcopenia_status(
+        smi, sex, stats.sarcopenia_cutoffs({"awgs2019": AWGS}, "awgs2019")
+    )
     assert awgs.tolist()[:5] == [1, 0, 0, 1, 0]
     assert pd.isna(awgs.iloc[5])
     ewgsop2 = stats.sarcopenia_status(smi, sex, {"M": 7.0, "F": 5.5})
@@ -104,7 +130,9 @@ def test_adjusted_volume_is_volume_over_height_squared_and_groups_sum_members(st
     subject = "S001"
     height_m = cohort.set_index("subject_id").loc[subject, "height_cm"] / 100
     own = adjusted[adjusted["subject"] == subject].set_index("structure")
-    sart = volumes[(volumes["subject"] == subject) & (volumes["class_name"] == "sartorius")]["volume_mm3"].item()
+    sart = volumes[(volumes["subject"] == subject) & (volumes["class_name"] == "sartorius")][
+        "volume_mm3"
+    ].item()
     assert own.loc["sartorius", "volume_mm3"] == pytest.approx(sart)
     assert own.loc["sartorius", "adjusted_mm3_per_m2"] == pytest.approx(sart / height_m**2)
     for group, members in labels.groups().items():
@@ -127,6 +155,14 @@ def test_volume_table_group_rows_and_bone_do_not_count_twice(study, labels, tmp_
     cohort = study[0]
     adjusted2, _ = stats.adjusted_volumes(again, cohort, labels, AWGS)
     pd.testing.assert_frame_equal(adjusted2, adjusted)
+
+
+def test_volume_table_with_repeated_rows_is_refused(study, labels, tmp_path):
+    volumes = study[1]
+    path = tmp_path / "volumes.tsv"
+    pd.concat([volumes, volumes.head(1)]).to_csv(path, sep="\t", index=False)
+    with pytest.raises(ThighctError, match="one row per subject and class"):
+        stats.read_volume_table(path, labels)
 
 
 def test_subjects_without_height_are_left_out(labels):
@@ -178,12 +214,27 @@ def test_men_strongly_negative_women_weak(correlations):
     assert (groups.loc[groups["sex"] == "M", "r"] < -0.6).all()
 
 
+def test_predicted_and_true_correlations_compare_structure_by_structure(
+    labels, study, correlations
+):
+    cohort, volumes, _, _ = study
+    noisy = volumes.copy()
+    noisy["volume_mm3"] *= 1 + np.random.default_rng(3).normal(0, 0.01, len(noisy))
+    adjusted, _ = stats.adjusted_volumes(noisy, cohort, labels, AWGS)
+    predicted = stats.correlate(adjusted, "muscles", SETTINGS)
+    both = stats.compare_correlations(predicted, correlations["muscles"])
+    assert len(both) == 54
+    assert both["delta_r"].abs().max() < 0.1  # 1 % volume noise barely moves r
+
+
 def test_bootstrap_ci_is_deterministic_for_a_seed(study):
     adjusted = study[2]
     a = stats.correlate(adjusted, "groups", SETTINGS)
     b = stats.correlate(adjusted, "groups", SETTINGS)
     pd.testing.assert_frame_equal(a, b)
-    c = stats.correlate(adjusted, "groups", stats.CorrelationSettings(min_n=10, resamples=300, seed=8))
+    c = stats.correlate(
+        adjusted, "groups", stats.CorrelationSettings(min_n=10, resamples=300, seed=8)
+    )
     assert not np.allclose(a["boot_ci_low"], c["boot_ci_low"])
 
 
@@ -192,7 +243,11 @@ def test_bootstrap_ci_is_deterministic_for_a_seed(study):
     [
         ({("F", 1): 6, ("F", 0): 6, ("M", 1): 2, ("M", 0): 1}, False, "too few subjects"),
         ({("F", 1): 6, ("F", 0): 6, ("M", 1): 12}, False, "no variation in sarcopenia status"),
-        ({("F", 1): 6, ("F", 0): 6, ("M", 1): 11, ("M", 0): 1}, False, "too few subjects in one status"),
+        (
+            {("F", 1): 6, ("F", 0): 6, ("M", 1): 11, ("M", 0): 1},
+            False,
+            "too few subjects in one status",
+        ),
         ({("F", 1): 6, ("F", 0): 6, ("M", 1): 6, ("M", 0): 6}, True, "constant"),
         ({("F", 1): 6, ("F", 0): 6}, False, "too few subjects"),
     ],
@@ -223,8 +278,11 @@ def test_logistic_odds_ratio_per_sd_matches_statsmodels(study):
     row = models[(models["sex"] == "F") & (models["structure"] == "medial")].iloc[0]
     sub = adjusted[(adjusted["sex"] == "F") & (adjusted["structure"] == "medial")]
     z = lambda x: (x - x.mean()) / x.std(ddof=1)  # noqa: E731
-    design = sm.add_constant(pd.DataFrame({"v": z(sub["adjusted_mm3_per_m2"]), "age": z(sub["age"]),
-                                           "bmi": z(sub["bmi"])}))
+    design = sm.add_constant(
+        pd.DataFrame(
+            {"v": z(sub["adjusted_mm3_per_m2"]), "age": z(sub["age"]), "bmi": z(sub["bmi"])}
+        )
+    )
     fit = sm.Logit(sub["sarcopenic"].astype(float), design).fit(disp=0)
     assert row["reason"] == ""
     assert row["odds_ratio"] == pytest.approx(np.exp(fit.params["v"]), rel=1e-6)
@@ -234,8 +292,12 @@ def test_logistic_odds_ratio_per_sd_matches_statsmodels(study):
 
 def test_perfect_separation_gives_nan_and_a_reason_not_a_crash(labels):
     # 5 non-sarcopenic men, all clearly larger: the status is predicted exactly.
-    cohort, volumes = make_study(labels, counts={("M", 1): 21, ("M", 0): 5, ("F", 1): 8, ("F", 0): 8},
-                                 effect={"M": 0.6, "F": 0.0}, no_smi=0)
+    cohort, volumes = make_study(
+        labels,
+        counts={("M", 1): 21, ("M", 0): 5, ("F", 1): 8, ("F", 0): 8},
+        effect={"M": 0.6, "F": 0.0},
+        no_smi=0,
+    )
     adjusted, _ = stats.adjusted_volumes(volumes, cohort, labels, AWGS)
     models = stats.logistic_models(adjusted, "groups", stats.LogisticSettings())
     men = models[models["sex"] == "M"]
@@ -258,8 +320,13 @@ def test_bmi_is_dropped_where_weight_is_missing(study):
 def test_summary_compares_counts_with_the_paper(study, correlations):
     adjusted = study[2]
     text = stats.summary_markdown(
-        stats.status_counts(adjusted), correlations, None, source="unetr", definition="awgs2019",
-        cutoffs=AWGS, alpha=0.05,
+        stats.status_counts(adjusted),
+        correlations,
+        None,
+        source="unetr",
+        definition="awgs2019",
+        cutoffs=AWGS,
+        alpha=0.05,
         reference_counts={"sarcopenic": {"F": 20, "M": 21}, "non_sarcopenic": {"F": 23, "M": 5}},
         reference_r={"M": {"adductor_magnus": -0.83}},
     )
@@ -268,18 +335,28 @@ def test_summary_compares_counts_with_the_paper(study, correlations):
     assert "Adductor magnus r = " in text and "paper -0.83" in text
 
 
-@pytest.mark.parametrize(("family", "n_structures", "name"), [("muscles", 27, "Vastus lateralis"),
-                                                             ("groups", 5, "Posterior")])
-def test_heatmap_has_both_panels_with_labels(study, correlations, labels, tmp_path, family, n_structures, name):
+@pytest.mark.parametrize(
+    ("family", "n_structures", "name", "stacked"),
+    [("muscles", 27, "Vastus lateralis", True), ("groups", 5, "Posterior", False)],
+)
+def test_heatmap_has_both_panels_with_labels(
+    study, correlations, labels, tmp_path, family, n_structures, name, stacked
+):
     from thighct.plots.sarcopenia import plot_correlation_heatmaps
 
     png = tmp_path / f"{family}.png"
     groups = dict(zip(labels.table["name"], labels.table["group"], strict=True))
-    fig = plot_correlation_heatmaps(study[2], correlations[family], family, png, groups=groups, dpi=40)
+    fig = plot_correlation_heatmaps(
+        study[2], correlations[family], family, png, groups=groups, dpi=40
+    )
     assert png.exists() and png.with_suffix(".pdf").exists()
     width, height = Image.open(png).size
-    assert width > 1.8 * height  # two panels side by side
-    titles = [sf._suptitle.get_text() for sf in fig.subfigs if sf._suptitle is not None]
+    # Fig 7: A above B, one page wide (7.5 in); Fig 8: A beside B.
+    if stacked:
+        assert height > 1.3 * width and width <= 7.6 * 40
+    else:
+        assert width > 1.8 * height
+    titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
     assert titles == ["A   Female", "B   Male"]
     tick_texts = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
     row_labels = [t for t in tick_texts if name in t]
@@ -299,17 +376,24 @@ def test_heatmap_of_a_degenerate_sex_still_draws_both_panels(labels, tmp_path):
     adjusted, _ = stats.adjusted_volumes(volumes, cohort, labels, AWGS)
     table = stats.correlate(adjusted, "groups", stats.CorrelationSettings(min_n=4, resamples=0))
     fig = plot_correlation_heatmaps(adjusted, table, "groups", tmp_path / "f.png", dpi=30)
+    assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")] == [
+        "A   Female",
+        "B   Male",
+    ]
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert "n/a" in texts
-    subtitles = [ax.get_title(loc="right") for ax in fig.axes]
-    assert any("not computed" in s for s in subtitles)
+    flat = [t.replace("\n", " ") for t in texts]
+    assert any("not computed" in t and "too few subjects (n=3" in t for t in flat)
 
 
 def test_forest_plot_says_why_a_model_is_missing(labels, tmp_path):
     from thighct.plots.sarcopenia import plot_adjusted_models
 
-    cohort, volumes = make_study(labels, counts={("M", 1): 21, ("M", 0): 5, ("F", 1): 8, ("F", 0): 8},
-                                 effect={"M": 0.6, "F": 0.0}, no_smi=0)
+    cohort, volumes = make_study(
+        labels,
+        counts={("M", 1): 21, ("M", 0): 5, ("F", 1): 8, ("F", 0): 8},
+        effect={"M": 0.6, "F": 0.0},
+        no_smi=0,
+    )
     adjusted, _ = stats.adjusted_volumes(volumes, cohort, labels, AWGS)
     models = stats.logistic_models(adjusted, "groups", stats.LogisticSettings())
     fig = plot_adjusted_models(models, tmp_path / "forest.png", dpi=40)
@@ -320,8 +404,10 @@ def test_forest_plot_says_why_a_model_is_missing(labels, tmp_path):
 
 
 def test_stats_and_plots_import_no_torch_or_monai():
-    code = ("import sys, thighct.stats, thighct.plots.sarcopenia; "
-            "bad = [m for m in ('torch', 'monai') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, thighct.stats, thighct.plots.sarcopenia; "
+        "bad = [m for m in ('torch', 'monai') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -336,17 +422,29 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
     cohort.to_csv(tmp_path / "results/cohort/included.tsv", sep="\t", index=False)
     volumes.to_csv(tmp_path / "results/volumes/unetr.tsv", sep="\t", index=False)
     volumes.to_csv(tmp_path / "results/volumes/ground_truth.tsv", sep="\t", index=False)
-    targets = ["results/figures/fig7_heatmap.png", "results/figures/fig8_heatmap.png",
-               "results/sarcopenia/summary.md",
-               "results/sarcopenia/by_source/ground_truth/correlations_groups.tsv"]
-    rules = ["adjust_volumes", "correlate", "fig7_heatmap", "fig8_heatmap", "adjusted_models",
-             "sarcopenia_summary", "adjust_volumes_by_source", "correlate_by_source"]
-    run_snakemake(tmp_path, "--cores", "2", *targets, "--allowed-rules", *rules,
-                  configfiles=[TINY])
+    targets = [
+        "results/figures/fig7_heatmap.png",
+        "results/figures/fig8_heatmap.png",
+        "results/sarcopenia/summary.md",
+        "results/sarcopenia/by_source/ground_truth/correlations_groups.tsv",
+    ]
+    rules = [
+        "adjust_volumes",
+        "correlate",
+        "fig7_heatmap",
+        "fig8_heatmap",
+        "adjusted_models",
+        "sarcopenia_summary",
+        "adjust_volumes_by_source",
+        "correlate_by_source",
+    ]
+    run_snakemake(tmp_path, "--cores", "2", *targets, "--allowed-rules", *rules, configfiles=[TINY])
     for t in targets:
         assert (tmp_path / t).exists(), t
     ours = pd.read_csv(tmp_path / "results/sarcopenia/correlations_groups.tsv", sep="\t")
-    other = pd.read_csv(tmp_path / "results/sarcopenia/by_source/ground_truth/correlations_groups.tsv", sep="\t")
+    other = pd.read_csv(
+        tmp_path / "results/sarcopenia/by_source/ground_truth/correlations_groups.tsv", sep="\t"
+    )
     np.testing.assert_allclose(ours["r"], other["r"])  # same volumes, same r
     assert (ours.loc[ours["sex"] == "M", "r"] < -0.6).all()
     summary = (tmp_path / "results/sarcopenia/summary.md").read_text()

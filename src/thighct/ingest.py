@@ -169,7 +169,8 @@ def ingest_image(
         "hu_min": int(hu.min()),
         "hu_max": int(hu.max()),
         "hu_percentiles": {
-            str(q): float(v) for q, v in zip((1, 50, 99), np.percentile(hu, (1, 50, 99)), strict=True)
+            str(q): float(v)
+            for q, v in zip((1, 50, 99), np.percentile(hu, (1, 50, 99)), strict=True)
         },
     }
     if raw.meta:
@@ -181,7 +182,12 @@ def ingest_image(
 def grid_mismatch_mm(shape: Sequence[int], affine_a: np.ndarray, affine_b: np.ndarray) -> float:
     """Largest distance (mm) between the world positions of the 8 corner voxels of two grids."""
     corners = np.array(
-        [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+        [
+            [i, j, k, 1.0]
+            for i in (0, shape[0] - 1)
+            for j in (0, shape[1] - 1)
+            for k in (0, shape[2] - 1)
+        ]
     ).T
     a = (np.asarray(affine_a, float) @ corners)[:3]
     b = (np.asarray(affine_b, float) @ corners)[:3]
@@ -361,7 +367,9 @@ def ingest_label(
         "dropped_ids": sorted(int(k) for k, v in lookup.items() if v == 0 and k != 0),
         "voxels": {labels.name_of(c): int(n) for c, n in enumerate(counts) if c and n},
         "volume_mm3": {
-            labels.name_of(c): round(float(n) * voxel_mm3, 3) for c, n in enumerate(counts) if c and n
+            labels.name_of(c): round(float(n) * voxel_mm3, 3)
+            for c, n in enumerate(counts)
+            if c and n
         },
         "touches_border": border_contacts(mapped, labels),
     }

@@ -50,6 +50,10 @@ CONFUSION_CHUNK_VOXELS = 1 << 22
 # boundary voxels of a fair segmentation lie within a few voxels of the other boundary, where
 # a lookup is ~100× cheaper than a tree query. Changes speed only, never a result.
 MAX_SHELL_OFFSETS = 256
+# pingouin's two-way ANOVA needs at least 5 ratings: 3 subjects for 2 raters.
+ICC_MIN_SUBJECTS = 3
+# Two points always lie on a line (r = ±1), so VC needs three subjects to mean anything.
+VC_MIN_SUBJECTS = 3
 
 METRIC_COLUMNS = ("dice", "assd_mm", "hd_mm", "hd95_mm", "ravd", "hd95_pooled_mm")
 VOLUME_COLUMNS = ("volume_pred_mm3", "volume_true_mm3")
@@ -320,11 +324,62 @@ def segmentation_metrics(
     return pd.DataFrame(rows, columns=columns)
 
 
+def evaluate_files(
+    subjects: Sequence[str],
+    pred_paths: Sequence,
+    truth_paths: Sequence,
+    class_names: Mapping[int, str],
+    workers: int = 1,
+    grid_tolerance_mm: float = 0.1,
+    log=None,
+) -> pd.DataFrame:
+    """Metrics of every subject's predicted label map against its ground truth, per class.
+
+    ``class_names`` maps the foreground class ids to evaluate to their names. Both maps are
+    read with :func:`thighct.io.load_nifti` and must share the native grid (shape and affine
+    within ``grid_tolerance_mm``); the spacing (mm) comes from the affine's column lengths.
+    Returns one row per (subject, class): subject, class_id, class, the metrics and volumes.
+    """
+    from .io import load_nifti, spacing_from_affine
+
+    parts = []
+    for subject, pred_path, truth_path in zip(subjects, pred_paths, truth_paths, strict=True):
+        pred = load_nifti(pred_path, subject=subject)
+        truth = load_nifti(truth_path, subject=subject)
+        check_same_grid(
+            pred.affine,
+            truth.affine,
+            pred.shape,
+            truth.shape,
+            grid_tolerance_mm,
+            subject=subject,
+            pred_path=pred_path,
+            truth_path=truth_path,
+        )
+        for name, vol in (("prediction", pred), ("ground truth", truth)):
+            if not np.issubdtype(vol.array.dtype, np.integer):
+                raise ThighctError(
+                    f"{name} is not an integer label map (dtype {vol.array.dtype})",
+                    subject=subject,
+                    path=vol.source,
+                    fix="store label maps with an integer dtype (uint8)",
+                )
+        spacing = spacing_from_affine(truth.affine)
+        part = segmentation_metrics(pred.array, truth.array, spacing, list(class_names), workers)
+        part.insert(0, "subject", subject)
+        part.insert(2, "class", [class_names[c] for c in part["class_id"]])
+        parts.append(part)
+        if log is not None:
+            log.info("%s: mean Dice %.3f over %d classes", subject, part["dice"].mean(), len(part))
+    columns = ["subject", "class_id", "class", *METRIC_COLUMNS, *VOLUME_COLUMNS]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
 # ------------------------------------------------------------------------------- summaries
 def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of two samples; NaN with fewer than 2 pairs or no variance."""
+    """Pearson correlation of two samples; NaN with fewer than ``VC_MIN_SUBJECTS`` pairs or no variance."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2:
+    if len(x) < VC_MIN_SUBJECTS:
         return math.nan
     dx, dy = x - x.mean(), y - y.mean()
     denom = math.sqrt(float((dx * dx).sum() * (dy * dy).sum()))
@@ -362,7 +417,7 @@ SUMMARY_DEFINITIONS = {
     "<metric>_mean / <metric>_sd": "mean and sample sd (ddof=1) over subjects where the metric is defined (NaN left out)",
     "n_subjects": "subjects where the class is present in the prediction or the ground truth",
     "misses": "subjects where the class is present in only one of prediction and ground truth (dice 0, distances NaN)",
-    "vc": "volume correlation: Pearson r between predicted and true volumes across the n_subjects subjects",
+    "vc": f"volume correlation: Pearson r between predicted and true volumes across the n_subjects subjects (NaN below {VC_MIN_SUBJECTS})",
 }
 
 
@@ -378,7 +433,8 @@ def volume_icc(
     ``reference`` and ``other`` are volume tables with columns subject, class_id, volume_mm3
     (mm³); only subjects present in both (and in ``subjects`` if given) are used. Computed with
     pingouin's ``intraclass_corr`` (row "ICC(A,1)", called "ICC2" before pingouin 0.7) with its
-    95% CI at full precision. Classes with fewer than 2 subjects or no variance give NaN.
+    95% CI at full precision. Classes with fewer than ``ICC_MIN_SUBJECTS`` subjects or no
+    variance give NaN.
     """
     import pingouin  # heavy import; the per-scan kernel above does not need it
 
@@ -395,7 +451,12 @@ def volume_icc(
             dict.fromkeys(("icc", "ci95_low", "ci95_high", "f", "df1", "df2", "p"), math.nan)
         )
         values = np.concatenate([a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)])
-        if len(common) >= 2 and np.ptp(values) > 0:
+        row["note"] = ""
+        if len(common) < ICC_MIN_SUBJECTS:
+            row["note"] = f"not estimable: {len(common)} subject(s), need {ICC_MIN_SUBJECTS}"
+        elif np.ptp(values) == 0:
+            row["note"] = "not estimable: all volumes equal"
+        else:
             long = pd.DataFrame(
                 {
                     "subject": common * 2,
@@ -473,7 +534,8 @@ ICC_DEFINITIONS = {
     "ci95_low / ci95_high": "95% confidence interval of the ICC (pingouin, F-distribution based)",
     "f, df1, df2, p": "F test of ICC > 0 (pingouin)",
     "comparison": "<model> vs rater1: model volumes against the first rater on the evaluation subjects; rater2 vs rater1: the two raters on the doubly annotated subjects",
-    "n_subjects": "subjects with a volume in both tables (ICC needs >= 2 and some variance, else NaN)",
+    "n_subjects": f"subjects with a volume in both tables (ICC needs >= {ICC_MIN_SUBJECTS} and some variance, else NaN)",
+    "note": "why the ICC is NaN, if it is",
 }
 
 
@@ -556,6 +618,26 @@ COMPARISON_DEFINITIONS = {
 }
 
 
+# Row names of the Fig 5 table and panel titles of its figure; decimals of the Markdown copy.
+METRIC_LABELS = {
+    "dice": "Dice",
+    "assd_mm": "ASSD (mm)",
+    "hd_mm": "HD (mm)",
+    "hd95_mm": "HD95 (mm)",
+    "hd95_pooled_mm": "HD95 pooled (mm)",
+    "ravd": "RAVD",
+    "vc": "VC",
+}
+MARKDOWN_DECIMALS = {"HD (mm)": 2, "HD95 (mm)": 2, "HD95 pooled (mm)": 2}
+
+FIG5_DEFINITIONS = {
+    "layout": "rows: metric × model (a block of metrics per model, as in the paper's Fig 5); columns: the muscles in label-table order",
+    "values": "mean over the evaluated subjects where the class is present in prediction or ground truth (NaN left out); VC is one value per muscle",
+    **{k: DEFINITIONS[k] for k in ("dice", "assd_mm", "hd_mm", "hd95_mm", "ravd")},
+    "vc": SUMMARY_DEFINITIONS["vc"],
+}
+
+
 def fig5_table(
     summaries: Mapping[str, pd.DataFrame],
     class_ids: Sequence[int],
@@ -590,23 +672,22 @@ def markdown_table(
     for _, row in table.iterrows():
         nd = decimals.get(row["metric"], default_decimals)
         cells = [str(row["model"]), str(row["metric"])]
-        cells += ["–" if pd.isna(v) else f"{v:.{nd}f}" for v in row.iloc[2:]]
+        # round first so that -0.0004 prints as 0.000, not -0.000
+        cells += [
+            "–" if pd.isna(v) else f"{round(float(v), nd) + 0.0:.{nd}f}" for v in row.iloc[2:]
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-# ------------------------------------------------------------------------------------- TSV
-def write_tsv(table: pd.DataFrame, path, definitions: Mapping[str, str], title: str) -> None:
-    """Write ``table`` as TSV, atomically, after '#' header lines with the column definitions.
+# ------------------------------------------------------------------------- tables, checks
+def table_header(title: str, definitions: Mapping[str, str]) -> str:
+    """Header comment lines for a TSV: the title, then one ``name: definition`` per line.
 
-    Read it back with ``pd.read_csv(path, sep="\\t", comment="#")``.
+    Pass it to :func:`thighct.io_tables.write_tsv` as ``header_comment``; read the table back
+    with ``pd.read_csv(path, sep="\\t", comment="#")``.
     """
-    from .io import atomic_path
-
-    lines = [f"# {title}"] + [f"# {k}: {v}" for k, v in definitions.items()]
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-        table.to_csv(fh, sep="\t", index=False, float_format="%.6g", na_rep="NaN")
+    return "\n".join([title, *(f"{k}: {v}" for k, v in definitions.items())])
 
 
 def check_same_grid(

@@ -259,7 +259,9 @@ def preprocess_volume(
             "affine": out_affine.tolist(),
             "spacing_mm": [float(s) for s in spacing_from_affine(out_affine)],
         },
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
+        "settings": {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()
+        },
         "interpolation": {"image": "bilinear", "label": "nearest"},
     }
     return Preprocessed(image=image, affine=out_affine, label=out_label, transform=transform)
@@ -325,8 +327,12 @@ def to_native(label: np.ndarray, transform: Mapping, *, fill: int = 0) -> np.nda
 
     # Only the native voxels that can land inside the preprocessed grid need work.
     pre_corners = np.array(
-        [[i, j, k, 1.0] for i in (-0.5, pre_shape[0] - 0.5) for j in (-0.5, pre_shape[1] - 0.5)
-         for k in (-0.5, pre_shape[2] - 0.5)]
+        [
+            [i, j, k, 1.0]
+            for i in (-0.5, pre_shape[0] - 0.5)
+            for j in (-0.5, pre_shape[1] - 0.5)
+            for k in (-0.5, pre_shape[2] - 0.5)
+        ]
     ).T
     back = np.linalg.solve(matrix, pre_corners)[:3]
     lo = np.clip(np.floor(back.min(axis=1)).astype(int) - 1, 0, shape)

@@ -84,7 +84,9 @@ MODEL_COLUMNS = [
 
 
 # --------------------------------------------------------------------------- status
-def sarcopenia_cutoffs(cutoffs: Mapping[str, Mapping[str, float]], definition: str) -> dict[str, float]:
+def sarcopenia_cutoffs(
+    cutoffs: Mapping[str, Mapping[str, float]], definition: str
+) -> dict[str, float]:
     """Per-sex SMI cutoffs (kg/m²) of one consensus definition (e.g. ``awgs2019``, ``ewgsop2``)."""
     if definition not in cutoffs:
         raise ThighctError(
@@ -127,35 +129,64 @@ def read_volume_table(path: str | Path, labels: LabelTable) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, sep="\t", dtype={"subject": str, "subject_id": str})
     except (OSError, ValueError) as exc:
-        raise ThighctError(f"cannot read the volume table: {exc}", path=path,
-                           fix="run the rule that writes it, or point sarcopenia.source elsewhere") from exc
+        raise ThighctError(
+            f"cannot read the volume table: {exc}",
+            path=path,
+            fix="run the rule that writes it, or point sarcopenia.source elsewhere",
+        ) from exc
     subject_col = next((c for c in ("subject", "subject_id") if c in df.columns), None)
     if subject_col is None:
-        raise ThighctError("volume table has no subject column", path=path,
-                           fix="name the subject column 'subject' or 'subject_id'")
+        raise ThighctError(
+            "volume table has no subject column",
+            path=path,
+            fix="name the subject column 'subject' or 'subject_id'",
+        )
     df = df.rename(columns={subject_col: "subject"})
     df["subject"] = df["subject"].astype(str)
     if "volume_mm3" not in df.columns:
         wide = [n for n in labels.names if n in df.columns]
         if not wide:
-            raise ThighctError("volume table has neither a volume_mm3 column nor class columns",
-                               path=path, fix="write volume_mm3 per subject and class (long format)")
-        df = df.melt(id_vars="subject", value_vars=wide, var_name="class_name", value_name="volume_mm3")
+            raise ThighctError(
+                "volume table has neither a volume_mm3 column nor class columns",
+                path=path,
+                fix="write volume_mm3 per subject and class (long format)",
+            )
+        df = df.melt(
+            id_vars="subject", value_vars=wide, var_name="class_name", value_name="volume_mm3"
+        )
     if "class_id" in df.columns:
         ids = pd.to_numeric(df["class_id"], errors="coerce")
     else:
-        name_col = next((c for c in ("class_name", "class", "name", "structure") if c in df.columns), None)
+        name_col = next(
+            (c for c in ("class_name", "class", "name", "structure") if c in df.columns), None
+        )
         if name_col is None:
-            raise ThighctError("volume table names no class (class_id or class_name)", path=path,
-                               fix="add a class_id or class_name column")
+            raise ThighctError(
+                "volume table names no class (class_id or class_name)",
+                path=path,
+                fix="add a class_id or class_name column",
+            )
         ids = df[name_col].astype(str).map(labels.name_to_id)
-    out = pd.DataFrame({"subject": df["subject"], "class_id": ids,
-                        "volume_mm3": pd.to_numeric(df["volume_mm3"], errors="coerce")})
+    out = pd.DataFrame(
+        {
+            "subject": df["subject"],
+            "class_id": ids,
+            "volume_mm3": pd.to_numeric(df["volume_mm3"], errors="coerce"),
+        }
+    )
     # Group totals are rows whose class_id is empty or whose name is no class: drop them.
     out = out[out["class_id"].isin(labels.ids)].copy()
     out["class_id"] = out["class_id"].astype(int)
-    # Tables with left/right rows per class are summed to one volume per class.
-    return out.groupby(["subject", "class_id"], as_index=False, sort=False)["volume_mm3"].sum()
+    dup = out.duplicated(["subject", "class_id"], keep=False)
+    if dup.any():
+        first = out[dup].iloc[0]
+        raise ThighctError(
+            f"{int(dup.sum())} rows repeat a subject and class (e.g. class {first.class_id})",
+            subject=str(first.subject),
+            path=path,
+            fix="write one row per subject and class (whole-structure volume_mm3; sides in columns)",
+        )
+    return out.reset_index(drop=True)
 
 
 def structure_volumes(volumes: pd.DataFrame, labels: LabelTable) -> pd.DataFrame:
@@ -174,17 +205,32 @@ def structure_volumes(volumes: pd.DataFrame, labels: LabelTable) -> pd.DataFrame
     wide = wide.reindex(sorted(volumes["subject"].unique(), key=str)).fillna(0.0)
     rows = []
     for cid in muscle_ids:
-        rows.append(pd.DataFrame({"subject": wide.index, "family": "muscles",
-                                  "structure": labels.name_of(cid),
-                                  "display": labels.id_to_display[cid],
-                                  "volume_mm3": wide[cid].to_numpy(float)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "subject": wide.index,
+                    "family": "muscles",
+                    "structure": labels.name_of(cid),
+                    "display": labels.id_to_display[cid],
+                    "volume_mm3": wide[cid].to_numpy(float),
+                }
+            )
+        )
     for group, members in labels.groups().items():
         members = [m for m in members if m in muscle_ids]
         if not members:
             continue
-        rows.append(pd.DataFrame({"subject": wide.index, "family": "groups", "structure": group,
-                                  "display": group_display(group),
-                                  "volume_mm3": wide[members].sum(axis=1).to_numpy(float)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "subject": wide.index,
+                    "family": "groups",
+                    "structure": group,
+                    "display": group_display(group),
+                    "volume_mm3": wide[members].sum(axis=1).to_numpy(float),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -267,7 +313,9 @@ def adjusted_volumes(
     structures = structure_volumes(volumes[volumes["subject"].isin(set(cohort["subject"]))], labels)
     table = structures.merge(
         cohort[["subject", "sex", "age", "height_cm", "weight_kg", "bmi", "smi", "sarcopenic"]],
-        on="subject", how="inner", validate="many_to_one",
+        on="subject",
+        how="inner",
+        validate="many_to_one",
     )
     table["adjusted_mm3_per_m2"] = table["volume_mm3"] / (table["height_cm"] / 100.0) ** 2
     table = table[ADJUSTED_COLUMNS]
@@ -275,8 +323,13 @@ def adjusted_volumes(
     structure_order = {s: i for i, s in enumerate(structures["structure"].drop_duplicates())}
     table = table.sort_values(
         by=["family", "structure", "subject"],
-        key=lambda c: c.map(family_order) if c.name == "family"
-        else c.map(structure_order) if c.name == "structure" else c,
+        key=lambda c: (
+            c.map(family_order)
+            if c.name == "family"
+            else c.map(structure_order)
+            if c.name == "structure"
+            else c
+        ),
     ).reset_index(drop=True)
     analysed = sorted(table["subject"].unique(), key=str)
     excluded = Exclusions(not_in_volumes, not_in_cohort, no_height, no_smi, bad_sex, analysed)
@@ -328,7 +381,9 @@ class CorrelationSettings:
     alpha: float = 0.05
 
 
-def degenerate_reason(status: np.ndarray, values: np.ndarray, min_n: int, min_per_status: int) -> str:
+def degenerate_reason(
+    status: np.ndarray, values: np.ndarray, min_n: int, min_per_status: int
+) -> str:
     """Why a correlation of status (0/1) and values cannot be computed ("" when it can)."""
     n = len(status)
     n_sarc = int(np.sum(status == 1))
@@ -339,14 +394,18 @@ def degenerate_reason(status: np.ndarray, values: np.ndarray, min_n: int, min_pe
         which = "sarcopenic" if n_non == 0 else "non-sarcopenic"
         return f"no variation in sarcopenia status (all {n} {which})"
     if min(n_sarc, n_non) < min_per_status:
-        return (f"too few subjects in one status ({n_sarc} sarcopenic, {n_non} non-sarcopenic; "
-                f"min_per_status={min_per_status})")
+        return (
+            f"too few subjects in one status ({n_sarc} sarcopenic, {n_non} non-sarcopenic; "
+            f"min_per_status={min_per_status})"
+        )
     if np.ptp(values) == 0:
         return "adjusted volume is constant"
     return ""
 
 
-def point_biserial(status: np.ndarray, values: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
+def point_biserial(
+    status: np.ndarray, values: np.ndarray, confidence: float
+) -> tuple[float, float, float, float]:
     """Point-biserial r of status (0/1) and values, two-sided p, and the Fisher-z CI.
 
     r and p from ``scipy.stats.pointbiserialr``; the CI from ``scipy.stats.pearsonr``'s
@@ -358,7 +417,9 @@ def point_biserial(status: np.ndarray, values: np.ndarray, confidence: float) ->
     return float(res.statistic), float(res.pvalue), float(ci.low), float(ci.high)
 
 
-def _r_of_two_samples(sarcopenic: np.ndarray, non_sarcopenic: np.ndarray, axis: int = -1) -> np.ndarray:
+def _r_of_two_samples(
+    sarcopenic: np.ndarray, non_sarcopenic: np.ndarray, axis: int = -1
+) -> np.ndarray:
     """Point-biserial r of two samples (status 1 and 0), vectorised along ``axis``."""
     x = np.concatenate([sarcopenic, non_sarcopenic], axis=axis)
     s = np.concatenate([np.ones(sarcopenic.shape[axis]), np.zeros(non_sarcopenic.shape[axis])])
@@ -386,9 +447,15 @@ def bootstrap_ci(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            res = sps.bootstrap((a, b), _r_of_two_samples, n_resamples=resamples,
-                                confidence_level=confidence, method=method, vectorized=True,
-                                rng=np.random.default_rng(seed))
+            res = sps.bootstrap(
+                (a, b),
+                _r_of_two_samples,
+                n_resamples=resamples,
+                confidence_level=confidence,
+                method=method,
+                vectorized=True,
+                rng=np.random.default_rng(seed),
+            )
         except ValueError:
             return float("nan"), float("nan")
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -408,7 +475,12 @@ def fdr(p: Sequence[float], method: str = "fdr_bh") -> np.ndarray:
 
 
 def correlate_sex_family(
-    adjusted: pd.DataFrame, family: str, sex: str, settings: CorrelationSettings, *, seed_key: int = 0
+    adjusted: pd.DataFrame,
+    family: str,
+    sex: str,
+    settings: CorrelationSettings,
+    *,
+    seed_key: int = 0,
 ) -> pd.DataFrame:
     """Point-biserial correlations of sarcopenia with every structure of a family, in one sex.
 
@@ -416,29 +488,49 @@ def correlate_sex_family(
     statistics with the ``reason``. p_fdr controls the FDR across the family's structures.
     """
     wide = wide_by_sex(adjusted, family, sex)
-    displays = (adjusted[adjusted["family"] == family].drop_duplicates("structure")
-                .set_index("structure")["display"])
+    displays = (
+        adjusted[adjusted["family"] == family]
+        .drop_duplicates("structure")
+        .set_index("structure")["display"]
+    )
     rows = []
     for k, structure in enumerate(c for c in wide.columns if c != SARCOPENIA):
         pair = wide[[SARCOPENIA, structure]].dropna()
         status = pair[SARCOPENIA].to_numpy(int)
         values = pair[structure].to_numpy(float)
         n_sarc = int(status.sum())
-        row = {"sex": sex, "family": family, "structure": structure,
-               "display": displays.get(structure, structure), "n": len(pair),
-               "n_sarcopenic": n_sarc, "n_non_sarcopenic": len(pair) - n_sarc,
-               "r": np.nan, "ci_low": np.nan, "ci_high": np.nan, "boot_ci_low": np.nan,
-               "boot_ci_high": np.nan, "p": np.nan}
+        row = {
+            "sex": sex,
+            "family": family,
+            "structure": structure,
+            "display": displays.get(structure, structure),
+            "n": len(pair),
+            "n_sarcopenic": n_sarc,
+            "n_non_sarcopenic": len(pair) - n_sarc,
+            "r": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "boot_ci_low": np.nan,
+            "boot_ci_high": np.nan,
+            "p": np.nan,
+        }
         reason = degenerate_reason(status, values, settings.min_n, settings.min_per_status)
         if not reason:
             r, p, lo, hi = point_biserial(status, values, settings.confidence)
-            blo, bhi = bootstrap_ci(status, values, resamples=settings.resamples,
-                                    confidence=settings.confidence, method=settings.method,
-                                    seed=[settings.seed, seed_key, k])
+            blo, bhi = bootstrap_ci(
+                status,
+                values,
+                resamples=settings.resamples,
+                confidence=settings.confidence,
+                method=settings.method,
+                seed=[settings.seed, seed_key, k],
+            )
             row.update(r=r, p=p, ci_low=lo, ci_high=hi, boot_ci_low=blo, boot_ci_high=bhi)
         row["reason"] = reason
         rows.append(row)
-    out = pd.DataFrame(rows, columns=[c for c in CORRELATION_COLUMNS if c not in ("p_fdr", "significant")])
+    out = pd.DataFrame(
+        rows, columns=[c for c in CORRELATION_COLUMNS if c not in ("p_fdr", "significant")]
+    )
     out["p_fdr"] = fdr(out["p"], settings.fdr_method)
     out["significant"] = out["p_fdr"] < settings.alpha
     return out[CORRELATION_COLUMNS]
@@ -452,20 +544,40 @@ def correlate(adjusted: pd.DataFrame, family: str, settings: CorrelationSettings
     """
     parts = []
     for i, sex in enumerate(SEXES):
-        part = correlate_sex_family(adjusted, family, sex, settings,
-                                    seed_key=i * len(FAMILIES) + FAMILIES.index(family))
+        part = correlate_sex_family(
+            adjusted, family, sex, settings, seed_key=i * len(FAMILIES) + FAMILIES.index(family)
+        )
         if part.empty:
             structures = structure_order(adjusted, family)
             displays = adjusted.drop_duplicates("structure").set_index("structure")["display"]
-            part = pd.DataFrame({"sex": sex, "family": family, "structure": structures,
-                                 "display": [displays.get(s, s) for s in structures],
-                                 "n": 0, "n_sarcopenic": 0, "n_non_sarcopenic": 0})
+            part = pd.DataFrame(
+                {
+                    "sex": sex,
+                    "family": family,
+                    "structure": structures,
+                    "display": [displays.get(s, s) for s in structures],
+                    "n": 0,
+                    "n_sarcopenic": 0,
+                    "n_non_sarcopenic": 0,
+                }
+            )
             for col in ("r", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high", "p", "p_fdr"):
                 part[col] = np.nan
             part["significant"] = False
             part["reason"] = f"no {SEXES[sex].lower()} subjects"
         parts.append(part[CORRELATION_COLUMNS])
     return pd.concat(parts, ignore_index=True)
+
+
+def compare_correlations(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Two correlation tables side by side (e.g. predicted vs true volumes): sex, family,
+    structure, r_a, r_b, delta_r = r_a - r_b, one row per structure both tables have."""
+    keys = ["sex", "family", "structure"]
+    out = a[keys + ["r"]].merge(
+        b[keys + ["r"]], on=keys, suffixes=("_a", "_b"), validate="one_to_one"
+    )
+    out["delta_r"] = out["r_a"] - out["r_b"]
+    return out
 
 
 def correlation_matrix(adjusted: pd.DataFrame, family: str, sex: str) -> pd.DataFrame:
@@ -485,12 +597,14 @@ class LogisticSettings:
     covariates: adjustment variables among the adjusted table's columns (``age``, ``bmi``); BMI
     is dropped where a sex lacks weight. confidence: CI level. max_iter: Newton iterations.
     min_per_status: fewest subjects in each status. min_events_per_variable: below this the
-    row carries a note (rule of thumb 10; not an exclusion).
+    row carries a note (rule of thumb 10; not an exclusion). max_se: largest standard error of
+    the log odds ratio per SD that still counts as an estimate.
     """
 
     covariates: tuple[str, ...] = ("age", "bmi")
     confidence: float = 0.95
     max_iter: int = 100
+    max_se: float = 5.0
     min_per_status: int = 2
     min_events_per_variable: float = 10.0
 
@@ -500,12 +614,21 @@ def _zscore(x: pd.Series) -> pd.Series:
     return (x - x.mean()) / sd
 
 
-def fit_logistic(y: np.ndarray, exposure: np.ndarray, covariates: pd.DataFrame, *, confidence: float,
-                 max_iter: int) -> dict:
+def fit_logistic(
+    y: np.ndarray,
+    exposure: np.ndarray,
+    covariates: pd.DataFrame,
+    *,
+    confidence: float,
+    max_iter: int,
+    max_se: float,
+) -> dict:
     """Logit of y (0/1) on the standardised exposure and covariates (statsmodels ``Logit``).
 
     Returns the exposure's odds ratio per SD with its CI and p, or NaN with a ``reason`` when the
-    fit fails: perfect or quasi-perfect separation, no convergence, or a singular design.
+    fit fails: perfect separation, no convergence, a singular design, or a standard error of the
+    log odds ratio per SD above ``max_se`` (quasi-separation: the estimate runs off to infinity
+    and its CI spans many orders of magnitude).
     """
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import (
@@ -515,7 +638,9 @@ def fit_logistic(y: np.ndarray, exposure: np.ndarray, covariates: pd.DataFrame, 
     )
 
     nan = {"odds_ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
-    design = pd.concat([pd.Series(exposure, name="exposure", index=covariates.index), covariates], axis=1)
+    design = pd.concat(
+        [pd.Series(exposure, name="exposure", index=covariates.index), covariates], axis=1
+    )
     design = sm.add_constant(design.astype(float), has_constant="add")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -533,12 +658,25 @@ def fit_logistic(y: np.ndarray, exposure: np.ndarray, covariates: pd.DataFrame, 
     bse = np.asarray(res.bse, float)
     if not np.all(np.isfinite(bse)) or not np.all(np.isfinite(np.asarray(res.params, float))):
         return {**nan, "reason": "non-finite estimate or standard error (separation)"}
+    if bse[1] > max_se:
+        return {
+            **nan,
+            "reason": f"unstable fit: SE of log OR per SD {bse[1]:.1f} > {max_se:g} "
+            "(quasi-separation)",
+        }
     ci = np.asarray(res.conf_int(alpha=1 - confidence))[1]
-    return {"odds_ratio": float(np.exp(res.params.iloc[1])), "ci_low": float(np.exp(ci[0])),
-            "ci_high": float(np.exp(ci[1])), "p": float(res.pvalues.iloc[1]), "reason": ""}
+    return {
+        "odds_ratio": float(np.exp(res.params.iloc[1])),
+        "ci_low": float(np.exp(ci[0])),
+        "ci_high": float(np.exp(ci[1])),
+        "p": float(res.pvalues.iloc[1]),
+        "reason": "",
+    }
 
 
-def logistic_models(adjusted: pd.DataFrame, family: str, settings: LogisticSettings) -> pd.DataFrame:
+def logistic_models(
+    adjusted: pd.DataFrame, family: str, settings: LogisticSettings
+) -> pd.DataFrame:
     """Per sex and structure: logistic regression of sarcopenia on the adjusted volume
     (standardised within the sex: odds ratio per SD), adjusted for the covariates.
 
@@ -555,28 +693,52 @@ def logistic_models(adjusted: pd.DataFrame, family: str, settings: LogisticSetti
             one = sub[sub["structure"] == structure].set_index("subject")
             y = one["sarcopenic"].astype(float).to_numpy()
             n_sarc = int(np.nansum(y))
-            row = {"sex": sex, "family": family, "structure": structure,
-                   "display": one["display"].iloc[0] if len(one) else structure,
-                   "n": len(one), "n_sarcopenic": n_sarc, "n_non_sarcopenic": len(one) - n_sarc,
-                   "covariates": ", ".join(covariates) if covariates else "none",
-                   "events_per_variable": min(n_sarc, len(one) - n_sarc) / (1 + len(covariates)),
-                   "note": ""}
+            row = {
+                "sex": sex,
+                "family": family,
+                "structure": structure,
+                "display": one["display"].iloc[0] if len(one) else structure,
+                "n": len(one),
+                "n_sarcopenic": n_sarc,
+                "n_non_sarcopenic": len(one) - n_sarc,
+                "covariates": ", ".join(covariates) if covariates else "none",
+                "events_per_variable": min(n_sarc, len(one) - n_sarc) / (1 + len(covariates)),
+                "note": "",
+            }
             if dropped:
                 row["note"] = f"not adjusted for {', '.join(dropped)} (missing or constant)"
-            reason = degenerate_reason(y.astype(int), one["adjusted_mm3_per_m2"].to_numpy(float),
-                                       min_n=2 + len(covariates) + 1,
-                                       min_per_status=settings.min_per_status)
+            reason = degenerate_reason(
+                y.astype(int),
+                one["adjusted_mm3_per_m2"].to_numpy(float),
+                min_n=2 + len(covariates) + 1,
+                min_per_status=settings.min_per_status,
+            )
             if reason:
-                rows.append({**row, "odds_ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                             "p": np.nan, "reason": reason})
+                rows.append(
+                    {
+                        **row,
+                        "odds_ratio": np.nan,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                        "p": np.nan,
+                        "reason": reason,
+                    }
+                )
                 continue
-            fit = fit_logistic(y, _zscore(one["adjusted_mm3_per_m2"]).to_numpy(),
-                               people.loc[one.index, covariates].apply(_zscore),
-                               confidence=settings.confidence, max_iter=settings.max_iter)
+            fit = fit_logistic(
+                y,
+                _zscore(one["adjusted_mm3_per_m2"]).to_numpy(),
+                people.loc[one.index, covariates].apply(_zscore),
+                confidence=settings.confidence,
+                max_iter=settings.max_iter,
+                max_se=settings.max_se,
+            )
             if row["events_per_variable"] < settings.min_events_per_variable:
-                few = (f"few events: {min(n_sarc, len(one) - n_sarc)} in the smaller status for "
-                       f"{1 + len(covariates)} predictors (EPV {row['events_per_variable']:.1f} < "
-                       f"{settings.min_events_per_variable:g}); estimates unstable")
+                few = (
+                    f"few events: {min(n_sarc, len(one) - n_sarc)} in the smaller status for "
+                    f"{1 + len(covariates)} predictors (EPV {row['events_per_variable']:.1f} < "
+                    f"{settings.min_events_per_variable:g}); estimates unstable"
+                )
                 row["note"] = "; ".join(x for x in (row["note"], few) if x)
             rows.append({**row, **fit})
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
@@ -586,7 +748,9 @@ def logistic_models(adjusted: pd.DataFrame, family: str, settings: LogisticSetti
 def status_counts(adjusted: pd.DataFrame) -> pd.DataFrame:
     """Subjects per sex and status: rows F, M; columns sarcopenic, non_sarcopenic, total."""
     people = adjusted.drop_duplicates("subject")
-    out = pd.DataFrame(index=list(SEXES), columns=["sarcopenic", "non_sarcopenic", "total"], dtype=int)
+    out = pd.DataFrame(
+        index=list(SEXES), columns=["sarcopenic", "non_sarcopenic", "total"], dtype=int
+    )
     for sex in SEXES:
         s = people.loc[people["sex"] == sex, "sarcopenic"]
         out.loc[sex] = [int((s == 1).sum()), int((s == 0).sum()), int(s.notna().sum())]
@@ -637,14 +801,18 @@ def summary_markdown(
         if reference_counts:
             rs = int(reference_counts.get("sarcopenic", {}).get(sex, 0))
             rn = int(reference_counts.get("non_sarcopenic", {}).get(sex, 0))
-            lines.append(f"| {SEXES[sex]} | {c.sarcopenic} ({rs}) | {c.non_sarcopenic} ({rn}) | "
-                         f"{c.total} ({rs + rn}) |")
+            lines.append(
+                f"| {SEXES[sex]} | {c.sarcopenic} ({rs}) | {c.non_sarcopenic} ({rn}) | "
+                f"{c.total} ({rs + rn}) |"
+            )
         else:
             lines.append(f"| {SEXES[sex]} | {c.sarcopenic} | {c.non_sarcopenic} | {c.total} |")
     total = int(counts["total"].sum())
     ref_total = ""
     if reference_counts:
-        ref_total = f" (paper: {sum(int(v) for d in reference_counts.values() for v in d.values())})"
+        ref_total = (
+            f" (paper: {sum(int(v) for d in reference_counts.values() for v in d.values())})"
+        )
     lines += ["", f"Analysed: {total}{ref_total}."]
     lines += [f"- {e}" for e in exclusions]
     for family, table in correlations.items():
@@ -663,18 +831,31 @@ def summary_markdown(
                 for row in sig.itertuples():
                     ref = (reference_r or {}).get(sex, {}).get(row.structure)
                     ref_txt = f"; paper {ref:.2f}" if ref is not None else ""
-                    items.append(f"{row.display} r = {row.r:.2f} [{_fmt(row.ci_low)}, "
-                                 f"{_fmt(row.ci_high)}], p_fdr = {row.p_fdr:.2g}{ref_txt}")
+                    items.append(
+                        f"{row.display} r = {row.r:.2f} [{_fmt(row.ci_low)}, "
+                        f"{_fmt(row.ci_high)}], p_fdr = {row.p_fdr:.2g}{ref_txt}"
+                    )
                 lines.append(head + f"{len(sig)} of {len(part)}: " + "; ".join(items) + ".")
             lines.append("")
     if models is not None and len(models):
-        lines += ["## Adjusted logistic models (odds ratio of sarcopenia per SD of adjusted volume)", ""]
-        lines += ["| sex | structure | n | adjusted for | OR [95% CI] | p | note |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Adjusted logistic models (odds ratio of sarcopenia per SD of adjusted volume)",
+            "",
+        ]
+        lines += [
+            "| sex | structure | n | adjusted for | OR [95% CI] | p | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in models.itertuples():
-            est = (f"{row.odds_ratio:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}]"
-                   if np.isfinite(row.odds_ratio) else f"not estimable: {row.reason}")
+            est = (
+                f"{row.odds_ratio:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}]"
+                if np.isfinite(row.odds_ratio)
+                else f"not estimable: {row.reason}"
+            )
             note = row.note if isinstance(row.note, str) else ""
-            lines.append(f"| {SEXES.get(row.sex, row.sex)} | {row.display} | {row.n} | {row.covariates} | "
-                         f"{est} | {_fmt(row.p, 3)} | {note} |")
+            lines.append(
+                f"| {SEXES.get(row.sex, row.sex)} | {row.display} | {row.n} | {row.covariates} | "
+                f"{est} | {_fmt(row.p, 3)} | {note} |"
+            )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

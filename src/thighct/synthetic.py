@@ -56,9 +56,11 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from .errors import ThighctError
+from .labels import LabelTable
 
 # ------------------------------------------------------------------------------- the atlas
 # Landmarks as fractions u of the knee-joint -> iliac-crest distance (reference adult).
@@ -81,6 +83,9 @@ MUSCLE_INFLATE = 1.35
 # Smoothness (mm) of the joins between the legs and the trunk outline and between fasciae.
 SKIN_JOIN_MM, FASCIA_JOIN_MM = 25.0, 8.0
 BIG = np.float32(1e4)  # "far outside" signed distance (mm)
+# Random streams of a subject (subject_rng): design 0, second rater 2, image slabs from 1000.
+RATER2_STREAM = 2
+_SLAB_STREAM = 1000
 
 
 @dataclass(frozen=True)
@@ -527,6 +532,7 @@ class Placed:
     k1: int
     params: dict  # name -> array over the slices k0:k1 (or (n_slices, n_points, 2) for bands)
     class_id: int = 0
+    posed: bool = False  # moves with the leg (pose, resting on the table)
 
 
 def _interp(keys: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -665,7 +671,8 @@ def place_tracks(design: SubjectDesign, cfg: dict, z: np.ndarray, labels) -> lis
                         p[name] = vals[:, 2 + i] * r_scale
                         p["skin_" + name] = p[name] + fat * pattern[i]
                     p["rot"] = np.broadcast_to(rot, uu.shape).astype(float)
-            placed.append(Placed(track, side, k0, k1, p, class_id))
+            posed = bool(side) and track.kind != "band"
+            placed.append(Placed(track, side, k0, k1, p, class_id, posed))
     return placed
 
 
@@ -812,6 +819,35 @@ def _skin_extent(placed: list[Placed]):
     return lo_x, hi_x, lo_y, hi_y
 
 
+def _rest_legs_on_table(placed: list[Placed], u: np.ndarray) -> None:
+    """Lower the thighs (in place) until their back rests at the level of the buttocks.
+
+    A supine patient's thighs lie on the table as the pelvis does; the shift grows from 0 at
+    the hip joint to full at mid-thigh, so the femur stays one smooth bone.
+    """
+    post = np.full(len(u), np.inf)
+    lowest = np.inf
+    for pl in placed:
+        if pl.track.layer != "fascia":
+            continue
+        p = pl.params
+        back = p["y"] - p["skin_post"] / np.maximum(np.cos(p["rot"]), 0.5)
+        lowest = min(lowest, back.min())
+        if pl.posed and pl.track.name == "leg":
+            post[pl.k0 : pl.k1] = np.minimum(post[pl.k0 : pl.k1], back)
+    if not np.isfinite(lowest):
+        return
+    below = (u <= U_POSE_FULL) & np.isfinite(post)
+    if not below.any():
+        return
+    # A straight thigh: the drop that brings its lowest point (not every slice) to the table.
+    drop = min(lowest - post[below].min(), 0.0)
+    shift = drop * np.clip((U_HIP - u) / (U_HIP - U_POSE_FULL), 0.0, 1.0)
+    for pl in placed:
+        if pl.posed:
+            pl.params["y"] = pl.params["y"] + shift[pl.k0 : pl.k1]
+
+
 def subject_grid(design: SubjectDesign, cfg: dict, labels) -> tuple[Grid, list[Placed], float]:
     """The subject's scan grid (field of view around the body and table) and placed tracks.
 
@@ -822,6 +858,7 @@ def subject_grid(design: SubjectDesign, cfg: dict, labels) -> tuple[Grid, list[P
     z = _axis(-m["below"], design.length_mm + m["above"] + sz, sz)
     z = z[z <= design.length_mm + m["above"]]
     placed = place_tracks(design, cfg, z, labels)
+    _rest_legs_on_table(placed, z / design.length_mm)
     lo_x, hi_x, lo_y, hi_y = _skin_extent(placed)
     # The body rests on the table and is flattened against it by press_mm.
     table_top = lo_y + float(cfg["table"]["press_mm"])
@@ -970,7 +1007,7 @@ def render(design: SubjectDesign, cfg: dict, labels, want_ct: bool = True, seed:
     label = np.empty(grid.shape, np.uint8)
     for n, k0 in enumerate(range(0, nz, per_slab)):
         ks = slice(k0, min(nz, k0 + per_slab))
-        rng = subject_rng(seed, design.subject_id, stream=1000 + n)
+        rng = subject_rng(seed, design.subject_id, stream=_SLAB_STREAM + n)
         c, lab = _render_slab(placed, grid, ks, design, cfg, table_top, ids, rng, want_ct)
         label[:, :, ks] = lab
         if want_ct:
@@ -1016,9 +1053,6 @@ def label_volumes(label: np.ndarray, spacing, class_ids) -> dict[int, float]:
 
 @functools.lru_cache(maxsize=8)
 def _reference_volumes_cached(cfg_json: str, names: tuple) -> dict:
-    from .labels import LabelTable  # local: only to rebuild the table from its names
-    import pandas as pd
-
     cfg = json.loads(cfg_json)
     table = LabelTable(pd.DataFrame({"id": range(len(names)), "name": names, "display": names,
                                      "group": "x", "colour": "#000000"}))
@@ -1122,7 +1156,7 @@ class SyntheticScan:
     """One phantom: CT (int16 HU) and label (uint8) as written, their affine, and the truth.
 
     ``truth``: class id -> volume (mm³) counted in ``label``; ``targets``: the designed
-    volumes (mm³).
+    volumes (mm³; empty unless asked for).
     """
 
     ct: np.ndarray
@@ -1143,26 +1177,29 @@ def generate_subject(
     seed: int,
     labels,
     weight_kg: float | None = None,
+    with_targets: bool = False,
 ) -> SyntheticScan:
     """Generate one subject's whole-thigh CT phantom and its labels (see the module docstring).
 
-    ``cfg`` is config ``synthetic``; ``labels`` the LabelTable. The arrays come back in the
-    subject's drawn orientation (``design.orientation``) with the matching affine (voxel ->
-    RAS+ mm). Deterministic in (seed, subject_id).
+    ``cfg`` is config ``synthetic``; ``labels`` the LabelTable; the cohort values as in
+    ``subject_design``. The arrays come back in the subject's drawn orientation
+    (``design.orientation``) with the matching affine (voxel -> RAS+ mm). Deterministic in
+    (seed, subject_id). ``with_targets`` also computes the designed volumes (costs one
+    labels-only rendering of the reference adult per process and config).
     """
     design = subject_design(subject_id, sex, height_cm, smi, sarcopenia_cutoff, cfg, seed, weight_kg)
     ct, label, grid = render(design, cfg, labels, want_ct=True, seed=seed)
     truth = label_volumes(label, grid.spacing, labels.ids[1:])
-    targets = target_volumes(design, cfg, labels)
+    targets = target_volumes(design, cfg, labels) if with_targets else {}
     ct, affine = reorient(ct, grid.affine, design.orientation)
     label, _ = reorient(label, grid.affine, design.orientation)
     return SyntheticScan(ct=ct, label=label, affine=affine, truth=truth, targets=targets, design=design)
 
 
-def truth_rows(subject_id: str, truth: dict, targets: dict, labels) -> list[dict]:
-    """Rows of truth.tsv for one subject: subject, class_id, name, volume_mm3, target_mm3."""
-    return [
-        {"subject": subject_id, "class_id": int(c), "name": labels.name_of(c),
-         "volume_mm3": float(truth[c]), "target_mm3": float(targets.get(c, float("nan")))}
-        for c in sorted(truth)
-    ]
+def truth_table(subject_id: str, truth: dict, labels):
+    """truth.tsv rows of one subject (DataFrame): subject, class_id, name, volume_mm3."""
+    return pd.DataFrame(
+        [{"subject": subject_id, "class_id": int(c), "name": labels.name_of(c), "volume_mm3": float(truth[c])}
+         for c in sorted(truth)],
+        columns=["subject", "class_id", "name", "volume_mm3"],
+    )

@@ -1,1 +1,226 @@
-# rules of stage evaluate (being written)
+# Stage 5: evaluation. Each model's predictions against the first rater's labels on the
+# validation scans, on the native grid (Dice, ASSD, HD, HD95, RAVD per subject and class; VC per
+# class), the ICC of volumes, the paper's Fig 5 table and figure, and the model comparison.
+# With split.folds = k, each fold's model is also scored on its held-out subjects and the folds
+# are pooled (results/metrics/{model}/cv/).
+
+EVAL_CFG = config["evaluate"]
+
+
+def evaluation_pairs(subjects, predictions):
+    """Prediction and first-rater label paths of ``subjects`` (prediction pattern has {subject})."""
+    return {
+        "pred": expand(predictions, subject=subjects),
+        "truth": expand("results/ingested/{subject}/label.nii.gz", subject=subjects),
+        "labels": LABELS_TSV,
+        "code": lib("metrics", "io", "io_tables", "labels"),
+    }
+
+
+def fold_evaluation_inputs(wildcards):
+    held_out = fold_subjects(int(wildcards.fold), True)
+    pattern = (
+        f"results/predictions/{wildcards.model}/fold{wildcards.fold}/{{subject}}.nii.gz"
+    )
+    return evaluation_pairs(held_out, pattern)
+
+
+rule evaluate:
+    """Every metric of every foreground class for each validation subject, and a per-class summary."""
+    input:
+        **evaluation_pairs(VAL, "results/predictions/{{model}}/{subject}.nii.gz"),
+    output:
+        per_subject="results/metrics/{model}/per_subject.tsv",
+        summary="results/metrics/{model}/summary.tsv",
+    log:
+        "logs/evaluate/{model}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}.tsv"
+    conda:
+        "../../envs/stats.yaml"
+    threads: EVAL_CFG["threads"]
+    resources:
+        mem_mb=EVAL_CFG["resources"]["mem_mb"],
+        runtime=EVAL_CFG["resources"]["runtime"],
+    params:
+        model=lambda wc: wc.model,
+        subjects=VAL,
+        subset="validation",
+        grid_tolerance_mm=EVAL_CFG["grid_tolerance_mm"],
+    script:
+        "../scripts/evaluate.py"
+
+
+use rule evaluate as evaluate_fold with:
+    input:
+        unpack(fold_evaluation_inputs),
+    output:
+        per_subject="results/metrics/{model}/fold{fold}/per_subject.tsv",
+        summary="results/metrics/{model}/fold{fold}/summary.tsv",
+    log:
+        "logs/evaluate/{model}_fold{fold}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}_fold{fold}.tsv"
+    wildcard_constraints:
+        fold=r"\d+",
+    params:
+        model=lambda wc: f"{wc.model} fold {wc.fold}",
+        subjects=lambda wc: fold_subjects(int(wc.fold), True),
+        subset="held-out",
+        grid_tolerance_mm=EVAL_CFG["grid_tolerance_mm"],
+
+
+rule evaluate_cv:
+    """The held-out metrics of all folds pooled: every annotated subject scored once."""
+    input:
+        per_subject=expand(
+            "results/metrics/{{model}}/fold{fold}/per_subject.tsv", fold=FOLD_IDS
+        ),
+        code=lib("metrics", "io_tables"),
+    output:
+        per_subject="results/metrics/{model}/cv/per_subject.tsv",
+        summary="results/metrics/{model}/cv/summary.tsv",
+    log:
+        "logs/evaluate_cv/{model}.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        model=lambda wc: wc.model,
+        folds=FOLD_IDS,
+    script:
+        "../scripts/evaluate_cv.py"
+
+
+def icc_inputs(wildcards):
+    inputs = {
+        "models": expand("results/volumes/{model}.tsv", model=MODELS),
+        "ground_truth": "results/volumes/ground_truth.tsv",
+        "labels": LABELS_TSV,
+        "code": lib("metrics", "io_tables", "labels"),
+    }
+    if RATER2:
+        inputs["rater2"] = "results/volumes/rater2.tsv"
+    return inputs
+
+
+rule icc:
+    """ICC(2,1) of class volumes: each model vs the first rater (validation), rater 2 vs rater 1."""
+    input:
+        unpack(icc_inputs),
+    output:
+        icc="results/metrics/icc.tsv",
+    log:
+        "logs/icc.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        models=MODELS,
+        eval_subjects=VAL,
+        rater2_subjects=RATER2,
+    script:
+        "../scripts/icc.py"
+
+
+rule compare_models:
+    """Mean ± sd of Dice and ASSD per model; paired Wilcoxon of per-subject mean muscle Dice."""
+    input:
+        per_subject=expand("results/metrics/{model}/per_subject.tsv", model=MODELS),
+        summary=expand("results/metrics/{model}/summary.tsv", model=MODELS),
+        labels=LABELS_TSV,
+        code=lib("metrics", "io_tables", "labels"),
+    output:
+        comparison="results/metrics/comparison.tsv",
+    log:
+        "logs/compare_models.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        models=MODELS,
+        proposed=EVAL_CFG["compare"]["proposed"],
+        baseline=EVAL_CFG["compare"]["baseline"],
+    script:
+        "../scripts/compare_models.py"
+
+
+rule fig5_table:
+    """Fig 5 as in the paper: rows metric × model, one column per muscle (TSV and Markdown)."""
+    input:
+        summary=expand("results/metrics/{model}/summary.tsv", model=MODELS),
+        labels=LABELS_TSV,
+        code=lib("metrics", "io_tables", "labels"),
+    output:
+        tsv="results/tables/fig5_metrics.tsv",
+        md="results/tables/fig5_metrics.md",
+    log:
+        "logs/fig5_table.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        models=MODELS,
+        metrics=EVAL_CFG["fig5_metrics"],
+        model_names=EVAL_CFG["model_names"],
+    script:
+        "../scripts/fig5_table.py"
+
+
+rule fig5_metrics:
+    """Fig 5 as a figure: each model's mean ± sd per muscle, one panel per metric."""
+    input:
+        summary=expand("results/metrics/{model}/summary.tsv", model=MODELS),
+        labels=LABELS_TSV,
+        code=lib("plots/style", "plots/metrics", "labels"),
+    output:
+        png=report(
+            "results/figures/fig5_metrics.png",
+            caption="../report/fig5_metrics.rst",
+            category="5. Evaluation",
+        ),
+        pdf="results/figures/fig5_metrics.pdf",
+    log:
+        "logs/fig5_metrics.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        models=MODELS,
+        metrics=EVAL_CFG["fig5_metrics"],
+        model_names=EVAL_CFG["model_names"],
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/fig5_metrics.py"
+
+
+ALL_TARGETS.extend(
+    expand(
+        "results/metrics/{model}/{table}.tsv",
+        model=MODELS,
+        table=["per_subject", "summary"],
+    )
+    + [
+        "results/metrics/icc.tsv",
+        "results/metrics/comparison.tsv",
+        "results/tables/fig5_metrics.tsv",
+        "results/tables/fig5_metrics.md",
+        "results/figures/fig5_metrics.png",
+    ]
+    + (expand("results/metrics/{model}/cv/summary.tsv", model=MODELS) if FOLDS else [])
+)

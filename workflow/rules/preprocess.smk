@@ -1,14 +1,7 @@
 # Stage 2: ingestion of each scan (NIfTI or DICOM -> checked canonical NIfTI) and the paper's
 # pre-processing (HU window -57..164 -> 0..1, gamma 2, crop to the body, resampling), Fig 3.
-# Images and labels are separate rules: unlabelled subjects have no label, and Snakemake
-# needs fixed outputs per rule.
-
-
-def ingest_label_source(wildcards):
-    """The raw label map of the first rater (label) or the second (label_rater2)."""
-    if wildcards.which == "label_rater2":
-        return source_label_rater2(wildcards)
-    return source_label(wildcards)
+# Ingestion has separate image and label rules (unlabelled subjects have no label, and a rule
+# needs fixed outputs); preprocessing takes a chunk's images and labels in one job.
 
 
 rule ingest:
@@ -38,7 +31,9 @@ rule ingest:
 rule ingest_label:
     """A label map checked against its scan's grid, its ids mapped to labels.tsv, as uint8."""
     input:
-        label=ingest_label_source,
+        label=lambda w: (
+            source_label_rater2(w) if w.which == "label_rater2" else source_label(w)
+        ),
         image="results/ingested/{subject}/image.nii.gz",
         labels=LABELS_TSV,
         code=lib("io", "ingest"),
@@ -101,20 +96,16 @@ for _chunk, _members in CHUNKS.items():
             "../scripts/preprocess.py"
 
 
-def fig3_subject():
-    """The subject shown in Fig 3: configured, else the first annotated (else included) one."""
-    chosen = config["preprocess"]["figure"]["subject"]
-    if chosen:
-        return chosen
-    return (ANNOTATED or SUBJECTS)[0]
+# The subject shown in Fig 3: configured, else the first annotated (else included) one.
+FIG3_SUBJECT = config["preprocess"]["figure"]["subject"] or (ANNOTATED or SUBJECTS)[0]
 
 
 rule fig3_preprocessing:
     """Fig 3: axial slices at hip, upper and mid-thigh - raw, windowed, gamma, preprocessed."""
     input:
-        raw=f"results/ingested/{fig3_subject()}/image.nii.gz",
-        image=f"results/preprocessed/{fig3_subject()}/image.nii.gz",
-        transform=f"results/preprocessed/{fig3_subject()}/transform.json",
+        raw=f"results/ingested/{FIG3_SUBJECT}/image.nii.gz",
+        image=f"results/preprocessed/{FIG3_SUBJECT}/image.nii.gz",
+        transform=f"results/preprocessed/{FIG3_SUBJECT}/transform.json",
         code=lib("io", "preprocess", "plots/style", "plots/preprocessing"),
     output:
         png=report(
@@ -131,7 +122,7 @@ rule fig3_preprocessing:
         mem_mb=4000,
         runtime=5,
     params:
-        subject=fig3_subject(),
+        subject=FIG3_SUBJECT,
         figure=config["preprocess"]["figure"],
         dpi=config["plots"]["dpi"],
     script:

@@ -44,10 +44,6 @@ rule adjust_volumes:
     output:
         table="results/sarcopenia/adjusted_volumes.tsv",
         excluded="results/sarcopenia/excluded.tsv",
-    params:
-        source=SARCOPENIA["source"],
-        definition=SARCOPENIA["definition"],
-        cutoffs=SARCOPENIA["cutoffs"],
     log:
         "logs/adjust_volumes.log",
     conda:
@@ -56,21 +52,24 @@ rule adjust_volumes:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        source=SARCOPENIA["source"],
+        definition=SARCOPENIA["definition"],
+        cutoffs=SARCOPENIA["cutoffs"],
     script:
         "../scripts/adjust_volumes.py"
 
 
 rule correlate:
     """Point-biserial r of sarcopenia and each muscle's and group's adjusted volume, per sex:
-    n, r, Fisher and bootstrap 95% CIs, p, Benjamini-Hochberg p within sex and family."""
+    n, r, Fisher and bootstrap 95% CIs, p, Benjamini-Hochberg p within sex and family.
+    """
     input:
         adjusted="results/sarcopenia/adjusted_volumes.tsv",
         code=lib("stats", "io_tables"),
     output:
         muscles="results/sarcopenia/correlations_muscles.tsv",
         groups="results/sarcopenia/correlations_groups.tsv",
-    params:
-        settings=SARCOPENIA_CORRELATION,
     log:
         "logs/correlate.log",
     conda:
@@ -79,6 +78,8 @@ rule correlate:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        settings=SARCOPENIA_CORRELATION,
     script:
         "../scripts/correlate.py"
 
@@ -94,12 +95,12 @@ use rule adjust_volumes as adjust_volumes_by_source with:
     output:
         table="results/sarcopenia/by_source/{source}/adjusted_volumes.tsv",
         excluded="results/sarcopenia/by_source/{source}/excluded.tsv",
+    log:
+        "logs/adjust_volumes/{source}.log",
     params:
         source=lambda wc: wc.source,
         definition=SARCOPENIA["definition"],
         cutoffs=SARCOPENIA["cutoffs"],
-    log:
-        "logs/adjust_volumes/{source}.log",
 
 
 use rule correlate as correlate_by_source with:
@@ -127,10 +128,6 @@ rule fig7_heatmap:
             category="6. Sarcopenia",
         ),
         pdf="results/figures/fig7_heatmap.pdf",
-    params:
-        cmap=SARCOPENIA["heatmap_cmap"],
-        alpha=SARCOPENIA["alpha"],
-        dpi=config["plots"]["dpi"],
     log:
         "logs/fig7_heatmap.log",
     conda:
@@ -139,6 +136,10 @@ rule fig7_heatmap:
     resources:
         mem_mb=1500,
         runtime=5,
+    params:
+        cmap=SARCOPENIA["heatmap_cmap"],
+        alpha=SARCOPENIA["alpha"],
+        dpi=config["plots"]["dpi"],
     script:
         "../scripts/fig7_heatmap.py"
 
@@ -156,10 +157,6 @@ rule fig8_heatmap:
             category="6. Sarcopenia",
         ),
         pdf="results/figures/fig8_heatmap.pdf",
-    params:
-        cmap=SARCOPENIA["heatmap_cmap"],
-        alpha=SARCOPENIA["alpha"],
-        dpi=config["plots"]["dpi"],
     log:
         "logs/fig8_heatmap.log",
     conda:
@@ -168,6 +165,10 @@ rule fig8_heatmap:
     resources:
         mem_mb=1500,
         runtime=5,
+    params:
+        cmap=SARCOPENIA["heatmap_cmap"],
+        alpha=SARCOPENIA["alpha"],
+        dpi=config["plots"]["dpi"],
     script:
         "../scripts/fig8_heatmap.py"
 
@@ -180,9 +181,6 @@ rule adjusted_models:
         code=lib("stats", "io_tables"),
     output:
         "results/sarcopenia/adjusted_models.tsv",
-    params:
-        logistic=SARCOPENIA["logistic"],
-        confidence=SARCOPENIA["confidence"],
     log:
         "logs/adjusted_models.log",
     conda:
@@ -191,6 +189,9 @@ rule adjusted_models:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        logistic=SARCOPENIA["logistic"],
+        confidence=SARCOPENIA["confidence"],
     script:
         "../scripts/adjusted_models.py"
 
@@ -207,9 +208,6 @@ rule adjusted_models_plot:
             category="6. Sarcopenia",
         ),
         pdf="results/figures/adjusted_models.pdf",
-    params:
-        confidence=SARCOPENIA["confidence"],
-        dpi=config["plots"]["dpi"],
     log:
         "logs/adjusted_models_plot.log",
     conda:
@@ -218,6 +216,9 @@ rule adjusted_models_plot:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        confidence=SARCOPENIA["confidence"],
+        dpi=config["plots"]["dpi"],
     script:
         "../scripts/adjusted_models_plot.py"
 
@@ -234,12 +235,6 @@ rule sarcopenia_summary:
         code=lib("stats", "io_tables"),
     output:
         "results/sarcopenia/summary.md",
-    params:
-        source=SARCOPENIA["source"],
-        definition=SARCOPENIA["definition"],
-        cutoffs=SARCOPENIA["cutoffs"],
-        alpha=SARCOPENIA["alpha"],
-        reference=SARCOPENIA["reference"],
     log:
         "logs/sarcopenia_summary.log",
     conda:
@@ -248,6 +243,12 @@ rule sarcopenia_summary:
     resources:
         mem_mb=500,
         runtime=2,
+    params:
+        source=SARCOPENIA["source"],
+        definition=SARCOPENIA["definition"],
+        cutoffs=SARCOPENIA["cutoffs"],
+        alpha=SARCOPENIA["alpha"],
+        reference=SARCOPENIA["reference"],
     script:
         "../scripts/sarcopenia_summary.py"
 

@@ -1,1 +1,135 @@
-# rules of stage synthetic (being written)
+# Stage 1b: synthetic whole-thigh CT phantoms, the default study's stand-in for the hospital's
+# private scans (used when config cohort.table is empty). Every included subject gets a CT and
+# a label map: the labels cost nothing here and fixed outputs keep one rule per scan, while only
+# the annotated subjects' cohort rows point at label.nii.gz, so nothing downstream treats the
+# others as annotated. The second rater is its own rule, for the RATER2 subjects only.
+
+
+if SYNTHETIC:
+
+    # Grid, anatomy and intensity settings a scan depends on (not the figure or the 2nd rater,
+    # so changing those reruns only their own rules).
+    SYNTHETIC_SCAN_CFG = {
+        k: v for k, v in config["synthetic"].items() if k not in ("example", "rater2")
+    }
+
+    def synthetic_subject(wildcards):
+        """The cohort values a subject's phantom depends on (a change reruns only it)."""
+        row = subject_row(wildcards.subject)
+
+        def number(value):
+            return (
+                None if value is None or value == "" or pd.isna(value) else float(value)
+            )
+
+        return {
+            "sex": str(row["sex"]),
+            "height_cm": float(row["height_cm"]),
+            "weight_kg": number(row["weight_kg"]),
+            "smi": number(row["smi"]),
+            "sarcopenia_cutoff": float(CUTOFFS[row["sex"]]),
+        }
+
+    def example_subject():
+        chosen = config["synthetic"]["example"]["subject"]
+        return chosen or (ANNOTATED or SUBJECTS)[0]
+
+    rule synthetic_scan:
+        """One subject's phantom: CT (int16 HU), 30-class label map (uint8), true volumes."""
+        input:
+            labels=LABELS_TSV,
+            code=lib("synthetic", "io", "labels"),
+        output:
+            ct="results/synthetic/{subject}/ct.nii.gz",
+            label="results/synthetic/{subject}/label.nii.gz",
+            truth="results/synthetic/{subject}/truth.tsv",
+        log:
+            "logs/synthetic_scan/{subject}.log",
+        benchmark:
+            "benchmarks/synthetic_scan/{subject}.tsv"
+        conda:
+            "../../envs/imaging.yaml"
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=10,
+        params:
+            subject=synthetic_subject,
+            synthetic=SYNTHETIC_SCAN_CFG,
+            seed=SEED,
+        script:
+            "../scripts/synthetic_scan.py"
+
+    rule synthetic_rater2:
+        """A second rater's label map: boundaries shifted a voxel or two, small swaps (ICC)."""
+        input:
+            label="results/synthetic/{subject}/label.nii.gz",
+            labels=LABELS_TSV,
+            code=lib("synthetic", "io", "labels"),
+        output:
+            "results/synthetic/{subject}/label_rater2.nii.gz",
+        log:
+            "logs/synthetic_rater2/{subject}.log",
+        conda:
+            "../../envs/imaging.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=5,
+        params:
+            rater2=config["synthetic"]["rater2"],
+            seed=SEED,
+        script:
+            "../scripts/synthetic_rater2.py"
+
+    rule synthetic_truth:
+        """True per-subject, per-class volumes (mm³) of every generated phantom, in one table."""
+        input:
+            expand("results/synthetic/{subject}/truth.tsv", subject=SUBJECTS),
+        output:
+            "results/synthetic/truth.tsv",
+        log:
+            "logs/synthetic_truth/synthetic_truth.log",
+        conda:
+            "../../envs/imaging.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        script:
+            "../scripts/synthetic_truth.py"
+
+    rule phantom_example:
+        """Axial slices of one phantom at the hip, upper thigh and mid-thigh, CT beside labels."""
+        input:
+            ct=f"results/synthetic/{example_subject()}/ct.nii.gz",
+            label=f"results/synthetic/{example_subject()}/label.nii.gz",
+            labels=LABELS_TSV,
+            code=lib("io", "plots/style", "plots/phantom"),
+        output:
+            png=report(
+                "results/figures/phantom_example.png",
+                caption="../report/phantom_example.rst",
+                category="1. Cohort",
+            ),
+        log:
+            "logs/phantom_example/phantom_example.log",
+        conda:
+            "../../envs/imaging.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=5,
+        params:
+            subject=example_subject(),
+            levels=config["synthetic"]["example"]["levels"],
+            dpi=config["plots"]["dpi"],
+        script:
+            "../scripts/phantom_example.py"
+
+    ALL_TARGETS.extend(
+        [
+            "results/synthetic/truth.tsv",
+            "results/figures/phantom_example.png",
+        ]
+    )

@@ -13,7 +13,13 @@ with logged(snakemake.log[0]) as log:
     volumes = stats.read_volume_table(snakemake.input.volumes, labels)
     cohort = pd.read_csv(snakemake.input.cohort, sep="\t", dtype={"subject_id": str})
     cutoffs = stats.sarcopenia_cutoffs(p.cutoffs, p.definition)
-    log.info("volumes: %s (%s); sarcopenia: %s %s", p.source, snakemake.input.volumes, p.definition, cutoffs)
+    log.info(
+        "volumes: %s (%s); sarcopenia: %s %s",
+        p.source,
+        snakemake.input.volumes,
+        p.definition,
+        cutoffs,
+    )
     table, excluded = stats.adjusted_volumes(volumes, cohort, labels, cutoffs)
     for line in excluded.lines():
         log.info("%s", line)

@@ -13,6 +13,7 @@ with logged(snakemake.log[0]) as log:
         covariates=tuple(p.logistic["covariates"]),
         confidence=p.confidence,
         max_iter=p.logistic["max_iter"],
+        max_se=p.logistic["max_se"],
         min_per_status=p.logistic["min_per_status"],
         min_events_per_variable=p.logistic["min_events_per_variable"],
     )
@@ -20,5 +21,12 @@ with logged(snakemake.log[0]) as log:
     models = stats.logistic_models(adjusted, "groups", settings)
     write_tsv(models, snakemake.output[0], float_format="%.10g")
     for row in models.itertuples():
-        log.info("%s %-10s OR %.3g [%.3g, %.3g] %s", row.sex, row.structure, row.odds_ratio,
-                 row.ci_low, row.ci_high, row.reason)
+        log.info(
+            "%s %-10s OR %.3g [%.3g, %.3g] %s",
+            row.sex,
+            row.structure,
+            row.odds_ratio,
+            row.ci_low,
+            row.ci_high,
+            row.reason,
+        )

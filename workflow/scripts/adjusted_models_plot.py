@@ -8,5 +8,6 @@ from thighct.runlog import logged
 with logged(snakemake.log[0]):
     p = snakemake.params
     models = pd.read_csv(snakemake.input.models, sep="\t")
-    plot_adjusted_models(models, snakemake.output.png, dpi=p.dpi, confidence=p.confidence,
-                         also=("pdf",))
+    plot_adjusted_models(
+        models, snakemake.output.png, dpi=p.dpi, confidence=p.confidence, also=("pdf",)
+    )

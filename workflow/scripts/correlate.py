@@ -15,5 +15,12 @@ with logged(snakemake.log[0]) as log:
         for sex, part in table.groupby("sex", sort=False):
             reasons = sorted(set(part["reason"]) - {""})
             sig = part[part["significant"]]
-            log.info("%s %s: %d of %d significant (p_fdr < %g)%s", family, sex, len(sig), len(part),
-                     settings.alpha, f"; {'; '.join(reasons)}" if reasons else "")
+            log.info(
+                "%s %s: %d of %d significant (p_fdr < %g)%s",
+                family,
+                sex,
+                len(sig),
+                len(part),
+                settings.alpha,
+                f"; {'; '.join(reasons)}" if reasons else "",
+            )

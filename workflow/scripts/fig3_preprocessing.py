@@ -30,9 +30,12 @@ with logged(snakemake.log[0]):
     d_lo, d_hi = figure["display_hu"]
     sx, sy, sz = settings.spacing_mm
     crop = transform["crop"]
-    box = np.asarray(transform["oriented"]["affine"]) @ np.array(
-        [[s - 0.5 for s in crop["start"]] + [1.0], [e - 0.5 for e in crop["end"]] + [1.0]]
-    ).T
+    box = (
+        np.asarray(transform["oriented"]["affine"])
+        @ np.array(
+            [[s - 0.5 for s in crop["start"]] + [1.0], [e - 0.5 for e in crop["end"]] + [1.0]]
+        ).T
+    )
     columns = [
         (f"Raw CT\n(display {d_lo:g} to {d_hi:g} HU)", d_lo, d_hi, "HU"),
         (f"Window {lo:g} to {hi:g} HU\nscaled to 0-1, clipped", 0.0, 1.0, "intensity (0-1)"),

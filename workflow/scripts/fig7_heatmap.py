@@ -12,5 +12,14 @@ with logged(snakemake.log[0]):
     adjusted = pd.read_csv(snakemake.input.adjusted, sep="\t", dtype={"subject": str})
     correlations = pd.read_csv(snakemake.input.correlations, sep="\t", keep_default_na=True)
     groups = dict(zip(labels.table["name"], labels.table["group"], strict=True))
-    plot_correlation_heatmaps(adjusted, correlations, "muscles", snakemake.output.png, groups=groups,
-                              cmap=p.cmap, alpha=p.alpha, dpi=p.dpi, also=("pdf",))
+    plot_correlation_heatmaps(
+        adjusted,
+        correlations,
+        "muscles",
+        snakemake.output.png,
+        groups=groups,
+        cmap=p.cmap,
+        alpha=p.alpha,
+        dpi=p.dpi,
+        also=("pdf",),
+    )

@@ -9,5 +9,13 @@ with logged(snakemake.log[0]):
     p = snakemake.params
     adjusted = pd.read_csv(snakemake.input.adjusted, sep="\t", dtype={"subject": str})
     correlations = pd.read_csv(snakemake.input.correlations, sep="\t")
-    plot_correlation_heatmaps(adjusted, correlations, "groups", snakemake.output.png,
-                              cmap=p.cmap, alpha=p.alpha, dpi=p.dpi, also=("pdf",))
+    plot_correlation_heatmaps(
+        adjusted,
+        correlations,
+        "groups",
+        snakemake.output.png,
+        cmap=p.cmap,
+        alpha=p.alpha,
+        dpi=p.dpi,
+        also=("pdf",),
+    )

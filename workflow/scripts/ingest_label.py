@@ -15,6 +15,11 @@ with logged(snakemake.log[0]) as log:
         ingest.IngestSettings.from_config(snakemake.params.ingest),
         subject=subject,
     )
-    log.info("%s: classes %s; dropped source ids %s", subject, sorted(info["voxels"]), info["dropped_ids"])
+    log.info(
+        "%s: classes %s; dropped source ids %s",
+        subject,
+        sorted(info["voxels"]),
+        info["dropped_ids"],
+    )
     for name, faces in info["touches_border"].items():
         log.warning("%s: %s touches the %s face(s), cut by the field of view", subject, name, faces)

@@ -25,7 +25,10 @@ with logged(snakemake.log[0]) as log:
         io.save_nifti(snakemake.output.images[i], result.image, result.affine, np.float32)
         if label is not None:
             io.save_nifti(
-                snakemake.output.labels[labelled.index(subject)], result.label, result.affine, np.uint8
+                snakemake.output.labels[labelled.index(subject)],
+                result.label,
+                result.affine,
+                np.uint8,
             )
         io.save_json(snakemake.output.transforms[i], result.transform)
         log.info(

@@ -15,10 +15,15 @@ with logged(snakemake.log[0]):
     models = pd.read_csv(i.models, sep="\t")
     left_out = [f"left out, {why}: {n}" for why, n in excluded["reason"].value_counts().items()]
     text = stats.summary_markdown(
-        stats.status_counts(adjusted), correlations, models,
-        source=p.source, definition=p.definition,
-        cutoffs=stats.sarcopenia_cutoffs(p.cutoffs, p.definition), alpha=p.alpha,
-        exclusions=left_out, reference_counts=p.reference.get("counts"),
+        stats.status_counts(adjusted),
+        correlations,
+        models,
+        source=p.source,
+        definition=p.definition,
+        cutoffs=stats.sarcopenia_cutoffs(p.cutoffs, p.definition),
+        alpha=p.alpha,
+        exclusions=left_out,
+        reference_counts=p.reference.get("counts"),
         reference_r=p.reference.get("r"),
     )
     write_text(text, snakemake.output[0])

@@ -28,9 +28,9 @@ class AxialPanel:
     def extent(self) -> tuple[float, float, float, float]:
         """(x_min, x_max, y_min, y_max) of the voxel edges, world mm (axis-aligned grids)."""
         nx, ny = self.data.shape
-        corners = self.affine @ np.array(
-            [[-0.5, -0.5, self.k, 1.0], [nx - 0.5, ny - 0.5, self.k, 1.0]]
-        ).T
+        corners = (
+            self.affine @ np.array([[-0.5, -0.5, self.k, 1.0], [nx - 0.5, ny - 0.5, self.k, 1.0]]).T
+        )
         (x0, x1), (y0, y1) = np.sort(corners[0]), np.sort(corners[1])
         return float(x0), float(x1), float(y0), float(y1)
 
@@ -85,8 +85,15 @@ def plot_preprocessing(
     """
     apply_style()
     n_rows, n_cols = len(rows), len(columns)
+    # Panel height follows the body's aspect, so rows sit close together.
+    first = np.array([p.extent() for p in rows[0][1]])
+    aspect = (first[:, 3].max() - first[:, 2].min()) / (first[:, 1].max() - first[:, 0].min())
+    panel_w = 2.6
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(2.6 * n_cols, 2.5 * n_rows + 0.9), squeeze=False,
+        n_rows,
+        n_cols,
+        figsize=(panel_w * n_cols, panel_w * float(np.clip(aspect, 0.4, 1.5)) * n_rows + 1.4),
+        squeeze=False,
         layout="constrained",
     )
     # Shared limits per row: the panels line up in world coordinates.
@@ -107,27 +114,44 @@ def plot_preprocessing(
             if c == 0 and crop_box_mm is not None:
                 bx0, bx1, by0, by1 = crop_box_mm
                 ax.add_patch(
-                    Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False, ec="#ffcc00",
-                              lw=1.0, ls="--")
+                    Rectangle(
+                        (bx0, by0), bx1 - bx0, by1 - by0, fill=False, ec="#ffcc00", lw=1.0, ls="--"
+                    )
                 )
             if r == 0:
                 ax.set_title(columns[c][0])
         axes[r, 0].set_ylabel(f"{row_label}\nz = {panels[0].z_mm:.0f} mm", fontsize=10)
         ax0 = axes[r, 0]
         ax0.text(0.03, 0.5, "R", color="white", transform=ax0.transAxes, va="center", fontsize=9)
-        ax0.text(0.97, 0.5, "L", color="white", transform=ax0.transAxes, va="center",
-                 ha="right", fontsize=9)
+        ax0.text(
+            0.97,
+            0.5,
+            "L",
+            color="white",
+            transform=ax0.transAxes,
+            va="center",
+            ha="right",
+            fontsize=9,
+        )
         # Scale bar, bottom right of the first panel (x axis runs right-to-left in mm).
         x_right, y_bottom = xlim[1], ylim[0]
         span_x, span_y = xlim[0] - xlim[1], ylim[1] - ylim[0]
         x_start = x_right + 0.06 * span_x
         y_bar = y_bottom + 0.07 * span_y
         ax0.plot([x_start, x_start + scale_bar_mm], [y_bar, y_bar], color="white", lw=2)
-        ax0.text(x_start + scale_bar_mm / 2, y_bar + 0.03 * span_y, f"{scale_bar_mm:g} mm",
-                 color="white", ha="center", va="bottom", fontsize=8)
+        ax0.text(
+            x_start + scale_bar_mm / 2,
+            y_bar + 0.03 * span_y,
+            f"{scale_bar_mm:g} mm",
+            color="white",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     for c, (_, _, _, cbar_label) in enumerate(columns):
-        cb = fig.colorbar(images[c], ax=axes[:, c], orientation="horizontal", fraction=0.04,
-                          pad=0.01, aspect=25)
+        cb = fig.colorbar(
+            images[c], ax=axes[:, c], orientation="horizontal", fraction=0.04, pad=0.01, aspect=25
+        )
         cb.set_label(cbar_label)
     if title:
         fig.suptitle(title)

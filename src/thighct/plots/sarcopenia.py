@@ -68,14 +68,27 @@ def _panel_caption(corr: pd.DataFrame, sex: str) -> str:
     return f"n = {n} ({n_s} sarcopenic, {n_n} not)"
 
 
-def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.DataFrame,
-                structures: list[str], displays: Mapping[str, str], *, cmap, norm,
-                annotate_matrix: bool, groups: Mapping[str, str] | None, alpha: float,
-                width_ratios: tuple[float, float], column_labels: bool = True):
-    """One sex: the annotated sarcopenia column and the lower-triangle volume matrix."""
+def _draw_panel(
+    ax_s,
+    ax_m,
+    letter: str,
+    sex: str,
+    matrix: pd.DataFrame,
+    corr: pd.DataFrame,
+    structures: list[str],
+    displays: Mapping[str, str],
+    *,
+    cmap,
+    norm,
+    annotate_matrix: bool,
+    groups: Mapping[str, str] | None,
+    alpha: float,
+    title_x: float,
+    column_labels: bool = True,
+):
+    """One sex: the annotated sarcopenia column (``ax_s``) and the lower-triangle volume matrix
+    (``ax_m``). ``title_x``: where the panel title starts, in ``ax_s`` axes fraction."""
     n = len(structures)
-    # Not sharey: seaborn would then strip the names from the sarcopenia column.
-    ax_s, ax_m = subfig.subplots(1, 2, gridspec_kw={"width_ratios": list(width_ratios), "wspace": 0.0})
     part = corr[corr["sex"] == sex].set_index("structure").reindex(structures)
     r = part["r"].to_numpy(float)
     sig = part["p_fdr"].to_numpy(float) < alpha
@@ -83,33 +96,79 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
 
     # Sarcopenia column: one cell per structure, r printed in it.
     ax_s.set_facecolor(NA_COLOUR)
-    sns.heatmap(r[:, None], ax=ax_s, cmap=cmap, vmin=norm.vmin, vmax=norm.vmax, cbar=False, linewidths=0.4,
-                linecolor="white", xticklabels=["Sarcopenia"], yticklabels=names, square=False)
+    sns.heatmap(
+        r[:, None],
+        ax=ax_s,
+        cmap=cmap,
+        vmin=norm.vmin,
+        vmax=norm.vmax,
+        cbar=False,
+        linewidths=0.4,
+        linecolor="white",
+        xticklabels=["Sarcopenia"],
+        yticklabels=names,
+        square=False,
+    )
     for i, value in enumerate(r):
         if np.isfinite(value):
-            ax_s.text(0.5, i + 0.5, _fmt_r(value, bool(sig[i])), ha="center", va="center",
-                      fontsize=8.5 if n > 10 else 10, color=_text_colour(value, cmap, norm),
-                      weight="bold" if sig[i] else "normal")
-        else:
+            ax_s.text(
+                0.5,
+                i + 0.5,
+                _fmt_r(value, bool(sig[i])),
+                ha="center",
+                va="center",
+                fontsize=8.5 if n > 10 else 10,
+                color=_text_colour(value, cmap, norm),
+                weight="bold" if sig[i] else "normal",
+            )
+        elif np.isfinite(r).any():
             ax_s.text(0.5, i + 0.5, "n/a", ha="center", va="center", fontsize=8, color="#555555")
     ax_s.tick_params(axis="y", length=0, labelrotation=0)
-    ax_s.tick_params(axis="x", length=0, labelrotation=0, top=True, labeltop=True, bottom=False,
-                     labelbottom=False)
+    ax_s.tick_params(
+        axis="x",
+        length=0,
+        labelrotation=0,
+        top=True,
+        labeltop=True,
+        bottom=False,
+        labelbottom=False,
+    )
     ax_s.set_ylabel("")
 
     # Volume-volume correlations, lower triangle with the diagonal.
     vol = matrix.reindex(index=structures, columns=structures).to_numpy(float)
     mask = np.triu(np.ones_like(vol, dtype=bool), k=1)
     ax_m.set_facecolor("white")
-    annot = np.vectorize(lambda v: _fmt_r(v, False) if np.isfinite(v) else "")(vol) if annotate_matrix else False
-    sns.heatmap(vol, ax=ax_m, mask=mask, cmap=cmap, vmin=norm.vmin, vmax=norm.vmax, cbar=False, linewidths=0.4,
-                linecolor="white", xticklabels=names if column_labels else False, yticklabels=False,
-                square=False,
-                annot=annot, fmt="", annot_kws={"fontsize": 9})
+    annot = (
+        np.vectorize(lambda v: _fmt_r(v, False) if np.isfinite(v) else "")(vol)
+        if annotate_matrix
+        else False
+    )
+    sns.heatmap(
+        vol,
+        ax=ax_m,
+        mask=mask,
+        cmap=cmap,
+        vmin=norm.vmin,
+        vmax=norm.vmax,
+        cbar=False,
+        linewidths=0.4,
+        linecolor="white",
+        xticklabels=names if column_labels else False,
+        yticklabels=False,
+        square=False,
+        annot=annot,
+        fmt="",
+        annot_kws={"fontsize": 9},
+    )
     if annotate_matrix:
         for text, value in zip(ax_m.texts, vol[~mask], strict=False):
             text.set_color(_text_colour(value, cmap, norm))
-    ax_m.tick_params(axis="x", length=0, labelrotation=90 if n > 8 else 0)
+    ax_m.tick_params(axis="x", length=0, labelrotation=90 if n > FEW else 35)
+    if n <= FEW:
+        for label in ax_m.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
     ax_m.tick_params(axis="y", length=0)
     for b in _group_boundaries(structures, groups):
         ax_s.axhline(b, color="black", lw=1.0)
@@ -120,11 +179,25 @@ def _draw_panel(subfig, letter: str, sex: str, matrix: pd.DataFrame, corr: pd.Da
             spine.set_visible(False)
 
     reasons = sorted(set(part["reason"].dropna().astype(str)) - {"", "nan"})
-    subfig.suptitle(f"{letter}   {SEXES[sex]}", x=0.0, ha="left", fontsize=13, weight="bold")
-    subtitle = _panel_caption(corr, sex)
+    ax_s.set_title(f"{letter}   {SEXES[sex]}", loc="left", x=title_x, fontsize=13, weight="bold")
+    ax_m.set_title(_panel_caption(corr, sex), loc="right", fontsize=9.5)
     if reasons and not np.isfinite(r).any():
-        subtitle += "\nnot computed: " + "; ".join(reasons)
-    ax_m.set_title(subtitle, loc="right", fontsize=10)
+        # Why the whole column is empty, written along it.
+        why = textwrap.fill("not computed: " + "; ".join(reasons), 28 if n <= FEW else 48)
+        ax_s.text(
+            0.5,
+            0.5,
+            why,
+            transform=ax_s.transAxes,
+            ha="center",
+            va="center",
+            rotation=90,
+            fontsize=8.5,
+            color="#8a1c1c",
+            linespacing=1.2,
+            zorder=5,
+            bbox={"facecolor": NA_COLOUR, "edgecolor": "none", "pad": 1.0},
+        )
     return ax_s, ax_m
 
 
@@ -156,7 +229,8 @@ def plot_correlation_heatmaps(
     """
     apply_style()
     structures = structure_order(adjusted, family) or list(
-        correlations.loc[correlations["family"] == family, "structure"].drop_duplicates())
+        correlations.loc[correlations["family"] == family, "structure"].drop_duplicates()
+    )
     displays = dict(zip(correlations["structure"], correlations["display"], strict=False))
     n = len(structures)
     if annotate_matrix is None:
@@ -167,7 +241,8 @@ def plot_correlation_heatmaps(
     cell = CELL_IN[many]
     sarc_w = SARCOPENIA_COLUMN_IN[many]
     label_w = CHAR_IN * longest + 0.2
-    xlabel_h = CHAR_IN * longest + 0.2 if many else 0.35
+    # Column names run at 90° (many) or 35° (few) below the matrix.
+    xlabel_h = CHAR_IN * longest * (1.0 if many else 0.6) + 0.2
     panel_w, panel_h = label_w + sarc_w + n * cell, n * cell + TITLE_IN
     if figsize is None:
         if stacked:
@@ -177,46 +252,72 @@ def plot_correlation_heatmaps(
     cm = plt.get_cmap(cmap)
     norm = Normalize(vmin=-1.0, vmax=1.0)
     fig = plt.figure(figsize=figsize, layout="constrained")
-    fig.get_layout_engine().set(w_pad=0.04, h_pad=0.04, wspace=0.02, hspace=0.02)
+    fig.get_layout_engine().set(w_pad=0.04, h_pad=0.04, wspace=0.0, hspace=0.02)
     outer = fig.subfigures(1, 2, width_ratios=[figsize[0] - COLORBAR_IN, COLORBAR_IN], wspace=0.0)
+    # One grid for both panels, so their cells are the same size.
     if stacked:
-        panels = outer[0].subfigures(2, 1, height_ratios=[panel_h, panel_h + xlabel_h], hspace=0.0)
+        grid = outer[0].subplots(2, 2, gridspec_kw={"width_ratios": [sarc_w, n * cell]})
+        pairs = [tuple(grid[0]), tuple(grid[1])]
     else:
-        panels = outer[0].subfigures(1, 2, wspace=0.0)
+        grid = outer[0].subplots(1, 4, gridspec_kw={"width_ratios": [sarc_w, n * cell] * 2})
+        pairs = [(grid[0], grid[1]), (grid[2], grid[3])]
     for k, sex in enumerate(SEXES):
         matrix = correlation_matrix(adjusted, family, sex) if len(adjusted) else pd.DataFrame()
         matrix = matrix.drop(index=SARCOPENIA, columns=SARCOPENIA, errors="ignore")
-        _draw_panel(panels[k], PANEL_LETTERS[k], sex, matrix, correlations, structures, displays,
-                    cmap=cm, norm=norm, annotate_matrix=annotate_matrix, groups=groups, alpha=alpha,
-                    width_ratios=(sarc_w, n * cell),
-                    # Stacked panels share the column order: name the columns once, at the bottom.
-                    column_labels=not stacked or k == len(SEXES) - 1)
-    cax = outer[1].add_axes([0.15, 0.3, 0.22, 0.45])
+        _draw_panel(
+            *pairs[k],
+            PANEL_LETTERS[k],
+            sex,
+            matrix,
+            correlations,
+            structures,
+            displays,
+            cmap=cm,
+            norm=norm,
+            annotate_matrix=annotate_matrix,
+            groups=groups,
+            alpha=alpha,
+            title_x=-label_w / sarc_w,
+            # Stacked panels share the column order: name the columns once, at the bottom.
+            column_labels=not stacked or k == len(SEXES) - 1,
+        )
+    cax = outer[1].add_axes([0.15, 0.3, 0.22, 0.45] if stacked else [0.15, 0.2, 0.22, 0.65])
     cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cm), cax=cax)
     cb.set_ticks([-1, -0.5, 0, 0.5, 1])
     cb.set_ticklabels(["\u22121", "\u22120.5", "0", "0.5", "1"])
     cb.set_label("Correlation r", fontsize=10)
     cb.outline.set_visible(False)
-    note = (f"Volumes adjusted by height\u00b2 (mm\u00b3/m\u00b2). Sarcopenia column: point-biserial r "
-            f"(sarcopenic = 1; r < 0: smaller volume in sarcopenia); * p < {alpha:g} after "
-            f"Benjamini\u2013Hochberg FDR within sex.")
-    fig.supxlabel(textwrap.fill(note, int(figsize[0] / (CHAR_IN * 0.95))), fontsize=9, color="#333333")
+    note = (
+        f"Volumes adjusted by height\u00b2 (mm\u00b3/m\u00b2). Sarcopenia column: point-biserial r "
+        f"(sarcopenic = 1; r < 0: smaller volume in sarcopenia); * p < {alpha:g} after "
+        f"Benjamini\u2013Hochberg FDR within sex."
+    )
+    fig.supxlabel(
+        textwrap.fill(note, int(figsize[0] / (CHAR_IN * 0.95))), fontsize=9, color="#333333"
+    )
     if title:
         fig.suptitle(title, fontsize=12)
     save_figure(fig, png_path, also=also, dpi=dpi)
     return fig
 
 
-def plot_adjusted_models(models: pd.DataFrame, png_path, *, dpi: int = 200,
-                         also: tuple[str, ...] = ("pdf",), confidence: float = 0.95) -> Figure:
+def plot_adjusted_models(
+    models: pd.DataFrame,
+    png_path,
+    *,
+    dpi: int = 200,
+    also: tuple[str, ...] = ("pdf",),
+    confidence: float = 0.95,
+) -> Figure:
     """Forest plot: odds ratio of sarcopenia per SD of adjusted volume (log axis), with CI, one
     panel per sex; rows whose model could not be fitted say why."""
     apply_style()
     structures = list(models["structure"].drop_duplicates())
     displays = dict(zip(models["structure"], models["display"], strict=False))
     n = len(structures)
-    fig, axes = plt.subplots(1, len(SEXES), figsize=(11, 0.55 * n + 1.9), sharey=True,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(SEXES), figsize=(11, 0.55 * n + 1.9), sharey=True, layout="constrained"
+    )
     finite = models[["ci_low", "ci_high"]].to_numpy(float)
     finite = finite[np.isfinite(finite)]
     lo = min(0.1, finite.min() / 1.5) if finite.size else 0.1
@@ -225,17 +326,33 @@ def plot_adjusted_models(models: pd.DataFrame, png_path, *, dpi: int = 200,
         part = models[models["sex"] == sex].set_index("structure").reindex(structures)
         y = np.arange(n)[::-1]
         ax.axvline(1.0, color="#777777", lw=1, ls="--", zorder=0)
-        for yi, (s, row) in zip(y, part.iterrows(), strict=True):
+        for yi, (_, row) in zip(y, part.iterrows(), strict=True):
             if np.isfinite(row["odds_ratio"]):
                 ax.plot([row["ci_low"], row["ci_high"]], [yi, yi], color="#2b6ca3", lw=2)
                 ax.plot(row["odds_ratio"], yi, "s", color="#2b6ca3", ms=7)
                 label = f"{row['odds_ratio']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-                ax.annotate(label, (1.0, yi), xycoords=("axes fraction", "data"), xytext=(6, 0),
-                            textcoords="offset points", va="center", fontsize=9)
+                ax.annotate(
+                    label,
+                    (1.0, yi),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(6, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=9,
+                )
             else:
                 reason = str(row["reason"]) if isinstance(row["reason"], str) else "not estimable"
-                ax.text(np.sqrt(lo * hi), yi, "not estimable: " + reason.split(":")[0], ha="center",
-                        va="center", fontsize=8.5, color="#8a1c1c", style="italic")
+                ax.text(
+                    np.sqrt(lo * hi),
+                    yi,
+                    "not estimable: " + reason.split(":")[0],
+                    ha="center",
+                    va="center",
+                    fontsize=8.5,
+                    color="#8a1c1c",
+                    style="italic",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5},
+                )
         ax.set_xscale("log")
         ax.set_xlim(lo, hi)
         ax.set_yticks(y, [displays.get(s, s) for s in structures])
@@ -244,8 +361,14 @@ def plot_adjusted_models(models: pd.DataFrame, png_path, *, dpi: int = 200,
         ax.set_xlabel(f"Odds ratio of sarcopenia per SD of adjusted volume ({pct} CI, log scale)")
         sub = models[models["sex"] == sex]
         cov = sub["covariates"].iloc[0] if len(sub) else "none"
-        n_txt = (f"n = {int(sub['n'].max())} ({int(sub['n_sarcopenic'].max())} sarcopenic, "
-                 f"{int(sub['n_non_sarcopenic'].max())} not)") if len(sub) else "n = 0"
+        n_txt = (
+            (
+                f"n = {int(sub['n'].max())} ({int(sub['n_sarcopenic'].max())} sarcopenic, "
+                f"{int(sub['n_non_sarcopenic'].max())} not)"
+            )
+            if len(sub)
+            else "n = 0"
+        )
         ax.set_title(f"{PANEL_LETTERS[k]}   {SEXES[sex]}", loc="left", weight="bold", fontsize=12)
         ax.set_title(f"{n_txt}\nadjusted for {_covariate_names(cov)}", loc="right", fontsize=9)
         ax.xaxis.set_major_locator(FixedLocator([t for t in OR_TICKS if lo <= t <= hi]))

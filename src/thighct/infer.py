@@ -1,0 +1,402 @@
+"""Segmentation of a whole scan: sliding-window inference streamed in slabs, argmax to labels.
+
+MONAI's ``sliding_window_inference`` sums every window's logits into a float32 volume of
+``n_classes x X x Y x Z`` (1.1 GB for 30 classes at 300 x 133 x 225 voxels) plus a count map,
+divides, and then the argmax reads the whole volume again. We only need the labels, so
+:func:`sliding_window_labels` runs **the same windows** (MONAI's positions for the ROI and
+overlap, MONAI's blending weights) in order along one voxel axis, the *slab axis*, and sums
+them into an accumulator only one ROI deep along that axis. Once the windows move past a
+plane, no later window touches it: those voxels are final, are reduced to uint8 labels, and
+their accumulator rows are reused. The label of a voxel is the argmax of the weighted sum of
+its windows' logits; MONAI's output is that sum divided by the total weight at the voxel,
+which is the same for every class, so the argmax is the same (up to float rounding of the
+division, which can only matter for exact ties).
+
+The network itself runs under ``torch.inference_mode`` in batches of ``sw_batch_size``
+windows. :func:`prepare_network` makes two result-preserving changes for CPU speed:
+channels-last memory layout (oneDNN's fast path for 3-D convolutions), and instance norm
+computed as group norm with one group per channel (the same normalisation; PyTorch's
+instance norm runs through batch norm on a reshaped copy, which in channels-last costs two
+extra full-size copies per layer).
+
+Arrays are indexed ``(x, y, z)`` (nibabel voxel order) on the grid of the preprocessed image;
+:func:`thighct.preprocess.to_native` brings the labels back to the scan's own grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+BLEND_MODES = ("constant", "gaussian")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    """The ``infer:`` section of the config (see workflow/schemas/config.schema.yaml).
+
+    overlap: fraction of the ROI that neighbouring windows share, per axis (MONAI's overlap).
+    mode: blending of overlapping windows: ``constant`` (plain mean) or ``gaussian``.
+    sigma_scale: Gaussian sigma as a fraction of the ROI (mode ``gaussian`` only).
+    sw_batch_size: windows per network call.
+    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    amp: float16 autocast on CUDA (ignored on CPU, which has no fast half precision here).
+    channels_last: channels-last memory layout for the network (CPU speed; same results).
+    fast_norm: instance norm as group norm with one group per channel (same results, faster).
+    """
+
+    overlap: float = 0.25
+    mode: str = "constant"
+    sigma_scale: float = 0.125
+    sw_batch_size: int = 2
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = True
+    fast_norm: bool = True
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> InferSettings:
+        """Build from the config's ``infer:`` mapping (missing keys take the defaults)."""
+        known = asdict(cls())
+        settings = cls(**{k: section[k] for k in known if k in section})
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 0.0 <= float(self.overlap) < 1.0:
+            raise ValueError(f"infer.overlap must be in [0, 1), got {self.overlap}")
+        if self.mode not in BLEND_MODES:
+            raise ValueError(f"infer.mode must be one of {BLEND_MODES}, got {self.mode!r}")
+        if int(self.sw_batch_size) < 1:
+            raise ValueError(f"infer.sw_batch_size must be >= 1, got {self.sw_batch_size}")
+        if self.device not in DEVICES:
+            raise ValueError(f"infer.device must be one of {DEVICES}, got {self.device!r}")
+
+
+# ----------------------------------------------------------------------------- windows
+def scan_interval(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> tuple[int, ...]:
+    """Step between window starts per axis (voxels): ``int(roi * (1 - overlap))``, as MONAI."""
+    steps = []
+    for size, r in zip(image_size, roi, strict=True):
+        steps.append(int(r) if r == size else max(int(r * (1.0 - overlap)), 1))
+    return tuple(steps)
+
+
+def axis_starts(size: int, roi: int, step: int) -> list[int]:
+    """Window starts along one axis (voxels): every ``step``, the last one flush with the end.
+
+    The same positions as MONAI's ``dense_patch_slices`` for an axis at least ``roi`` long.
+    """
+    n = 1
+    while (n - 1) * step + roi < size:
+        n += 1
+    return [i * step - max(i * step + roi - size, 0) for i in range(n)]
+
+
+def window_starts(
+    image_size: Sequence[int], roi: Sequence[int], overlap: float
+) -> list[tuple[int, ...]]:
+    """All window corners (voxels), first axis outermost: MONAI's windows in MONAI's order."""
+    steps = scan_interval(image_size, roi, overlap)
+    per_axis = [axis_starts(s, r, t) for s, r, t in zip(image_size, roi, steps, strict=True)]
+    grids = np.meshgrid(*per_axis, indexing="ij")
+    return [tuple(int(v) for v in corner) for corner in zip(*(g.ravel() for g in grids))]
+
+
+def roi_padding(image_size: Sequence[int], roi: Sequence[int]) -> list[tuple[int, int]]:
+    """(before, after) zero padding per axis that brings an axis shorter than the ROI up to it.
+
+    Half (rounded down) goes before, as MONAI pads.
+    """
+    pads = []
+    for size, r in zip(image_size, roi, strict=True):
+        diff = max(int(r) - int(size), 0)
+        pads.append((diff // 2, diff - diff // 2))
+    return pads
+
+
+def choose_slab_axis(image_size: Sequence[int], roi: Sequence[int]) -> int:
+    """The axis to stream along: the one that makes the ROI-deep accumulator smallest.
+
+    The accumulator holds ``roi[a] * prod(size[b], b != a)`` voxels, smallest where
+    ``size[a] / roi[a]`` is largest.
+    """
+    ratios = [int(s) / int(r) for s, r in zip(image_size, roi, strict=True)]
+    return int(np.argmax(ratios))
+
+
+def importance_map(
+    roi: Sequence[int], mode: str, sigma_scale: float, device: torch.device
+) -> torch.Tensor | None:
+    """Per-voxel window weight (roi-shaped, float32), MONAI's; ``None`` for constant weights."""
+    if mode == "constant":
+        return None
+    from monai.data.utils import compute_importance_map
+
+    return compute_importance_map(
+        tuple(int(r) for r in roi), mode=mode, sigma_scale=sigma_scale, device=device,
+        dtype=torch.float32,
+    )
+
+
+# ----------------------------------------------------------------------------- network
+class InstanceNormAsGroupNorm(nn.Module):
+    """Instance norm computed by ``group_norm`` with one group per channel.
+
+    Both normalise each (sample, channel) over its voxels with the biased variance; group
+    norm has a native channels-last kernel where instance norm copies its input twice.
+    """
+
+    def __init__(self, norm: nn.modules.instancenorm._InstanceNorm):
+        super().__init__()
+        self.eps = float(norm.eps)
+        self.weight = norm.weight if norm.affine else None
+        self.bias = norm.bias if norm.affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
+
+
+def _swap_instance_norms(module: nn.Module) -> int:
+    swapped = 0
+    for name, child in module.named_children():
+        is_instance = isinstance(child, nn.modules.instancenorm._InstanceNorm)
+        # Running statistics (track_running_stats) make eval-mode instance norm a batch-norm-like
+        # affine map; group norm would not reproduce that, so such layers are left alone.
+        if is_instance and not child.track_running_stats:
+            setattr(module, name, InstanceNormAsGroupNorm(child))
+            swapped += 1
+        else:
+            swapped += _swap_instance_norms(child)
+    return swapped
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("infer.device is 'cuda' but no CUDA device is available")
+    return torch.device(device)
+
+
+def prepare_network(net: nn.Module, device: torch.device, settings: InferSettings) -> nn.Module:
+    """Put ``net`` in eval mode on ``device``, with the result-preserving speed-ups of ``settings``.
+
+    Modifies ``net`` in place and returns it.
+    """
+    net.eval()
+    if settings.fast_norm:
+        n = _swap_instance_norms(net)
+        log.debug("instance norm -> group norm in %d layers", n)
+    net.to(device)
+    if settings.channels_last and device.type == "cpu":
+        net.to(memory_format=torch.channels_last_3d)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+# ----------------------------------------------------------------------------- streaming
+class SlabAccumulator:
+    """Weighted logit sums of the voxels still open, ROI-deep along the slab axis.
+
+    ``buffer`` is ``(n_classes, *spatial)`` with the slab axis ``roi[axis]`` long, starting at
+    image plane ``offset``. ``finish_before(plane)`` writes labels for the planes in
+    ``[offset, plane)`` and moves the window down.
+    """
+
+    def __init__(self, n_classes, image_size, roi, axis, labels_out, device):
+        self.axis = axis
+        self.depth = int(roi[axis])
+        shape = list(image_size)
+        shape[axis] = self.depth
+        self.buffer = torch.zeros((n_classes, *shape), dtype=torch.float32, device=device)
+        self.offset = 0
+        self.size = int(image_size[axis])
+        self.labels_out = labels_out
+
+    def _rows(self, start: int, stop: int) -> torch.Tensor:
+        return self.buffer.narrow(self.axis + 1, start, stop - start)
+
+    def add(self, corner: Sequence[int], logits: torch.Tensor, weight: torch.Tensor | None) -> None:
+        """Add one window's logits ``(n_classes, *roi)`` at image corner ``corner``."""
+        index = [slice(None)]
+        for a, (c, r) in enumerate(zip(corner, logits.shape[1:], strict=True)):
+            c = c - self.offset if a == self.axis else c
+            index.append(slice(c, c + r))
+        target = self.buffer[tuple(index)]
+        if weight is None:
+            target.add_(logits)
+        else:
+            target.addcmul_(logits, weight)
+
+    def finish_before(self, plane: int) -> None:
+        """Turn planes ``[offset, plane)`` into labels and shift the buffer to start at ``plane``."""
+        n = plane - self.offset
+        if n <= 0:
+            return
+        labels = torch.argmax(self._rows(0, n), dim=0).to(torch.uint8).cpu().numpy()
+        index = [slice(None)] * len(self.labels_out.shape)
+        index[self.axis] = slice(self.offset, plane)
+        self.labels_out[tuple(index)] = labels
+        keep = self.depth - n
+        # Row by row, front to back: a row's source lies behind its destination, so the copy
+        # never overwrites a row it still has to read (no temporary copy of the buffer).
+        for r in range(keep):
+            self._rows(r, r + 1).copy_(self._rows(r + n, r + n + 1))
+        self._rows(keep, self.depth).zero_()
+        self.offset = plane
+
+    def finish(self) -> None:
+        self.finish_before(min(self.offset + self.depth, self.size))
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def sliding_window_labels(
+    image: np.ndarray,
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    roi: Sequence[int],
+    n_classes: int,
+    *,
+    overlap: float = 0.25,
+    mode: str = "constant",
+    sigma_scale: float = 0.125,
+    sw_batch_size: int = 2,
+    device: torch.device | str = "cpu",
+    channels_last: bool = False,
+    amp: bool = False,
+    slab_axis: int | None = None,
+) -> np.ndarray:
+    """Class labels (uint8, ``argmax`` over classes) of ``image`` by sliding-window inference.
+
+    ``image``: ``(x, y, z)`` float array (the network's input intensities); ``predictor`` maps a
+    ``(batch, 1, *roi)`` float32 tensor on ``device`` to ``(batch, n_classes, *roi)`` logits.
+    Windows, their order and blending weights are MONAI's for ``roi``, ``overlap``, ``mode``
+    and ``sigma_scale``; axes shorter than the ROI are zero-padded as MONAI does. Returns an
+    array of ``image``'s shape. ``slab_axis`` (default: the cheapest) is the streaming axis.
+    """
+    if n_classes > 256:
+        raise ValueError(f"{n_classes} classes do not fit uint8 labels")
+    device = torch.device(device)
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"image must be 3-D (x, y, z), got shape {image.shape}")
+    roi = tuple(int(r) for r in roi)
+    pads = roi_padding(image.shape, roi)
+    if any(p for pair in pads for p in pair):
+        image = np.pad(image, pads, mode="constant", constant_values=0.0)
+    size = image.shape
+    corners = window_starts(size, roi, overlap)
+    axis = choose_slab_axis(size, roi) if slab_axis is None else int(slab_axis)
+    # Stable sort: within one slab, windows keep MONAI's order.
+    corners.sort(key=lambda c: c[axis])
+
+    source = torch.from_numpy(image)
+    labels = np.zeros(size, dtype=np.uint8)
+    acc = SlabAccumulator(n_classes, size, roi, axis, labels, device)
+    weight = importance_map(roi, mode, sigma_scale, device)
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+    use_amp = amp and device.type == "cuda"
+
+    with torch.inference_mode():
+        for batch in _batches(corners, int(sw_batch_size)):
+            windows = torch.stack(
+                [source[tuple(slice(c, c + r) for c, r in zip(corner, roi, strict=True))] for corner in batch]
+            )[:, None]
+            windows = windows.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = predictor(windows)
+            if logits.shape[1] != n_classes or tuple(logits.shape[2:]) != roi:
+                raise RuntimeError(
+                    f"network returned {tuple(logits.shape)} for windows {tuple(windows.shape)}; "
+                    f"expected (batch, {n_classes}, *{roi})"
+                )
+            logits = logits.float()
+            del windows
+            for corner, window_logits in zip(batch, logits, strict=True):
+                acc.finish_before(corner[axis])
+                acc.add(corner, window_logits, weight)
+            del logits
+        acc.finish()
+    crop = tuple(slice(before, s - after) for (before, after), s in zip(pads, size, strict=True))
+    return labels[crop]
+
+
+def predict_labels(
+    image: np.ndarray,
+    net: nn.Module,
+    roi: Sequence[int],
+    n_classes: int,
+    settings: InferSettings,
+    device: torch.device,
+) -> np.ndarray:
+    """Labels (uint8 class ids, ``(x, y, z)``) of a preprocessed image by a prepared network."""
+    return sliding_window_labels(
+        image,
+        net,
+        roi,
+        n_classes,
+        overlap=settings.overlap,
+        mode=settings.mode,
+        sigma_scale=settings.sigma_scale,
+        sw_batch_size=settings.sw_batch_size,
+        device=device,
+        channels_last=settings.channels_last and device.type == "cpu",
+        amp=settings.amp,
+    )
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for torch's intra-op work (the rule's ``threads``)."""
+    threads = max(int(threads), 1)
+    torch.set_num_threads(threads)
+    # Inter-op parallelism is unused (one op at a time); one thread avoids oversubscription.
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already fixed once torch has run parallel work in this process
+
+
+@dataclass
+class Timing:
+    """Seconds spent per subject, for the rule's timing table."""
+
+    subject: str
+    seconds: float
+    shape: tuple[int, int, int]
+    n_windows: int
+
+
+def count_windows(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Number of windows sliding-window inference runs over an image of ``image_size``."""
+    pads = roi_padding(image_size, roi)
+    size = [s + a + b for s, (a, b) in zip(image_size, pads, strict=True)]
+    steps = scan_interval(size, roi, overlap)
+    return math.prod(len(axis_starts(s, r, t)) for s, r, t in zip(size, roi, steps, strict=True))
+
+
+def timed(fn: Callable, *args, **kwargs):
+    """``(result, seconds)`` of ``fn(*args, **kwargs)``, synchronising CUDA around it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
