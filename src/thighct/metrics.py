@@ -20,10 +20,11 @@ Definitions (also in docs/metrics.md and in every table's header comment):
 
 Speed and memory come from never touching a one-hot of the whole volume: one confusion matrix
 (``np.bincount`` over slabs) gives every overlap and volume; each class is then cropped to the
-bounding box of P ∪ G (``scipy.ndimage.find_objects``, one pass per map), its boundary found by
-face-neighbour erosion inside the crop, and exact nearest-boundary distances in mm found with a
-KD-tree over the boundary voxels' physical coordinates. Boundary voxels shared by P and G have
-distance 0 and are not queried.
+bounding box of P ∪ G with a margin (``scipy.ndimage.find_objects``, one pass per map), its
+boundary found by face-neighbour erosion inside the crop, and exact nearest-boundary distances
+in mm found in three steps: 0 for voxels on both boundaries, a search of the lattice offsets
+in order of length for nearby ones, and a KD-tree over the boundary voxels' physical
+coordinates for the rest.
 
 The per-scan kernel needs only numpy and scipy; :func:`volume_icc` imports pingouin when called.
 """
@@ -116,6 +117,8 @@ def confusion_matrix(pred: np.ndarray, truth: np.ndarray, n_labels: int) -> np.n
 
 def label_boxes(labels: np.ndarray, n_labels: int) -> list[tuple[slice, ...] | None]:
     """Bounding box (a tuple of slices) of every label value 0..n_labels-1; None where absent."""
+    if labels.dtype == np.bool_:
+        labels = labels.view(np.uint8)  # find_objects takes integers only
     boxes = ndimage.find_objects(labels, max_label=n_labels - 1) if n_labels > 1 else []
     return [None, *boxes]  # find_objects starts at label 1
 
@@ -293,6 +296,11 @@ def segmentation_metrics(
     volume_pred_mm3, volume_true_mm3.
     """
     spacing = check_label_maps(pred, truth, spacing_mm)
+    if pred.flags.f_contiguous and truth.flags.f_contiguous and not pred.flags.c_contiguous:
+        # nibabel returns Fortran-ordered arrays; the transposed views are C-ordered (no copy),
+        # which the slab and flat-index steps below need for speed. Distances do not change
+        # when the axes and the spacing are reversed together.
+        pred, truth, spacing = pred.T, truth.T, spacing[::-1].copy()
     class_ids = [int(c) for c in class_ids]
     n_labels = int(max(pred.max(initial=0), truth.max(initial=0), max(class_ids, default=0))) + 1
     counts = confusion_matrix(pred, truth, n_labels)

@@ -1,0 +1,282 @@
+"""Per-structure volumes and muscle quality of one scan: volume (mm³) by side, mean HU, IMAT share.
+
+One row per class and per group (``labels.groups()``), long format, columns
+:data:`COLUMNS`:
+
+* ``volume_mm3``: voxel count x voxel volume (mm³, ``|det|`` of the affine's 3x3 part).
+* ``volume_left_mm3`` / ``volume_right_mm3``: the part on the subject's left / right of the body
+  midline. In RAS+ world coordinates the subject's right is **+x**; a voxel centre with world
+  x at or beyond the midline counts as right.
+* ``mean_hu``: mean Hounsfield units of the structure's voxels.
+* ``imat_fraction``: share of the structure's voxels inside the intramuscular adipose tissue
+  band (HU, default -190..-30, both ends included); muscles only, empty (NaN) for bone.
+* ``fov_cut``: the structure touches the first or last axial slice, so the field of view cuts
+  it and its volume is a lower bound.
+
+Group rows (``class_id`` -1, ``class_name`` = ``group`` = the group's name) are the sums of
+their members: volumes add, ``mean_hu`` and ``imat_fraction`` are voxel-weighted over all
+member voxels, ``fov_cut`` is true when any member is cut. A structure absent from the label
+map has volume 0 and empty ``mean_hu`` / ``imat_fraction``.
+
+The midline
+-----------
+Per axial slice, the midline is the world x of the body's centroid: the body is the mask of
+:func:`thighct.preprocess.body_mask` (voxels above a HU threshold, opened to detach the table
+and clothing, small components dropped), computed on the same coarse grid the pre-processing
+uses. The centroid of the whole cross-section sits between the legs below the pelvis and on
+the symphysis above it; the table, which could pull it sideways, is removed by the opening.
+Slice centroids are smoothed along z with a running median (``smooth_mm``), so a single odd
+slice (an arm, a cable) does not move it; slices without body take the nearest slice's value.
+
+Arrays are indexed ``(x, y, z)`` (nibabel voxel order, RAS+ world) and ``z`` (the third voxel
+axis) is axial, as on every ingested scan. Imports no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from .labels import LabelTable
+
+COLUMNS = [
+    "subject",
+    "class_id",
+    "class_name",
+    "group",
+    "volume_mm3",
+    "volume_left_mm3",
+    "volume_right_mm3",
+    "mean_hu",
+    "imat_fraction",
+    "fov_cut",
+]
+GROUP_ID = -1
+# Voxels handled per step (memory of the index arrays, not a result-changing choice).
+_SLAB_VOXELS = 1 << 24
+
+
+@dataclass(frozen=True)
+class VolumeSettings:
+    """The ``volumes:`` section of the config (see workflow/schemas/config.schema.yaml).
+
+    imat_hu: [low, high] HU band of intramuscular adipose tissue (inclusive). Usual -190..-30.
+    midline_smooth_mm: length (mm) of the running median that smooths the midline along z.
+    body_threshold_hu, body_opening_mm, body_min_component_fraction, body_coarse_mm: the body
+        mask for the midline (as in the ``preprocess:`` section).
+    """
+
+    imat_hu: tuple[float, float] = (-190.0, -30.0)
+    midline_smooth_mm: float = 30.0
+    body_threshold_hu: float = -500.0
+    body_opening_mm: float = 4.0
+    body_min_component_fraction: float = 0.1
+    body_coarse_mm: float = 4.0
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> VolumeSettings:
+        known = asdict(cls())
+        keys = {k: section[k] for k in known if k in section}
+        if "imat_hu" in keys:
+            keys["imat_hu"] = tuple(float(v) for v in keys["imat_hu"])
+        return cls(**keys)
+
+
+# ----------------------------------------------------------------------------- geometry
+def voxel_volume_mm3(affine: np.ndarray) -> float:
+    """Volume of one voxel (mm³): the absolute determinant of the affine's 3x3 part."""
+    return float(abs(np.linalg.det(np.asarray(affine, float)[:3, :3])))
+
+
+def world_x(affine: np.ndarray, shape: Sequence[int], k: int) -> np.ndarray:
+    """World x (mm, RAS+) of the voxel centres of axial slice ``k``, shape ``(x, y)``."""
+    a = np.asarray(affine, float)
+    i = np.arange(shape[0], dtype=float)[:, None]
+    j = np.arange(shape[1], dtype=float)[None, :]
+    return a[0, 0] * i + a[0, 1] * j + (a[0, 2] * k + a[0, 3])
+
+
+def body_midline_x(hu: np.ndarray, affine: np.ndarray, settings: VolumeSettings) -> np.ndarray:
+    """Body midline per axial slice: world x (mm, RAS+) of the body centroid, smoothed along z.
+
+    Returns one value per slice ``k``. A scan without any body voxel gets the x of its centre.
+    """
+    from .io import spacing_from_affine
+    from .preprocess import body_mask
+
+    hu = np.asarray(hu)
+    affine = np.asarray(affine, float)
+    mask, step = body_mask(
+        hu,
+        affine,
+        settings.body_threshold_hu,
+        settings.body_opening_mm,
+        settings.body_min_component_fraction,
+        settings.body_coarse_mm,
+    )
+    nz = hu.shape[2]
+    centre = (np.asarray(hu.shape, float) - 1) / 2
+    if not mask.any():
+        return np.full(nz, float((affine @ np.array([*centre, 1.0]))[0]))
+    # Coarse voxel (a, b, c) is full-resolution voxel (a, b, c) * step.
+    ci = np.arange(mask.shape[0]) * step[0]
+    cj = np.arange(mask.shape[1]) * step[1]
+    ck = np.arange(mask.shape[2]) * step[2]
+    per_slice = mask.sum(axis=(0, 1))
+    sum_i = np.einsum("abc,a->c", mask, ci.astype(float))
+    sum_j = np.einsum("abc,b->c", mask, cj.astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_i, mean_j = sum_i / per_slice, sum_j / per_slice
+    x_coarse = affine[0, 0] * mean_i + affine[0, 1] * mean_j + affine[0, 2] * ck + affine[0, 3]
+    have = per_slice > 0
+    # Empty slices take the nearest slice's centroid.
+    idx = np.arange(len(x_coarse))
+    nearest = ndimage.distance_transform_edt(~have, return_distances=False, return_indices=True)[0]
+    x_coarse = x_coarse[nearest] if not have.all() else x_coarse
+    del idx
+    dz = spacing_from_affine(affine)[2] * step[2]
+    width = max(int(round(settings.midline_smooth_mm / dz)), 1)
+    if width > 1:
+        x_coarse = ndimage.median_filter(x_coarse, size=width, mode="nearest")
+    # Full-resolution slice k lies in coarse slice k // step (the coarse grid starts at 0).
+    k_full = np.minimum(np.arange(nz) // step[2], len(x_coarse) - 1)
+    return x_coarse[k_full]
+
+
+def right_side_mask(affine: np.ndarray, shape: Sequence[int], midline_x: np.ndarray, k0: int, k1: int) -> np.ndarray:
+    """Boolean ``(x, y, k1 - k0)``: voxel centre on the subject's right (world x >= midline)."""
+    out = np.empty((shape[0], shape[1], k1 - k0), dtype=bool)
+    for k in range(k0, k1):
+        out[:, :, k - k0] = world_x(affine, shape, k) >= midline_x[k]
+    return out
+
+
+# ----------------------------------------------------------------------------- counting
+@dataclass
+class ClassSums:
+    """Per class id (index): voxel counts (all, right), HU sum and IMAT-band counts."""
+
+    count: np.ndarray
+    count_right: np.ndarray
+    hu_sum: np.ndarray
+    imat: np.ndarray
+
+
+def class_sums(
+    label: np.ndarray,
+    hu: np.ndarray,
+    affine: np.ndarray,
+    midline_x: np.ndarray,
+    n_classes: int,
+    imat_hu: Sequence[float],
+) -> ClassSums:
+    """Count voxels per class (all, right side), sum their HU and count those in the IMAT band.
+
+    Works slab by slab along z so memory stays a few voxel slabs whatever the scan size.
+    """
+    label = np.asarray(label)
+    hu = np.asarray(hu)
+    if label.shape != hu.shape:
+        raise ValueError(f"label shape {label.shape} differs from image shape {hu.shape}")
+    if label.size and int(label.max()) >= n_classes:
+        raise ValueError(f"label id {int(label.max())} is not in the label table (0..{n_classes - 1})")
+    lo, hi = (float(v) for v in imat_hu)
+    sums = ClassSums(*(np.zeros(n_classes) for _ in range(4)))
+    nx, ny, nz = label.shape
+    slab = max(1, _SLAB_VOXELS // max(nx * ny, 1))
+    for k0 in range(0, nz, slab):
+        k1 = min(k0 + slab, nz)
+        lab = label[:, :, k0:k1].astype(np.intp).ravel()
+        h = hu[:, :, k0:k1].astype(np.float64).ravel()
+        right = right_side_mask(affine, label.shape, midline_x, k0, k1).ravel()
+        sums.count += np.bincount(lab, minlength=n_classes)
+        sums.count_right += np.bincount(lab[right], minlength=n_classes)
+        sums.hu_sum += np.bincount(lab, weights=h, minlength=n_classes)
+        in_band = (h >= lo) & (h <= hi)
+        sums.imat += np.bincount(lab[in_band], minlength=n_classes)
+    return sums
+
+
+def fov_cut_ids(label: np.ndarray) -> set[int]:
+    """Class ids present on the first or the last axial slice (cut by the field of view)."""
+    label = np.asarray(label)
+    edge = np.concatenate([np.unique(label[:, :, 0]), np.unique(label[:, :, -1])])
+    return {int(v) for v in edge}
+
+
+# ----------------------------------------------------------------------------- table
+def _row(subject, class_id, name, group, count, count_right, hu_sum, imat, voxel_mm3, cut, is_muscle):
+    return {
+        "subject": subject,
+        "class_id": class_id,
+        "class_name": name,
+        "group": group,
+        "volume_mm3": count * voxel_mm3,
+        "volume_left_mm3": (count - count_right) * voxel_mm3,
+        "volume_right_mm3": count_right * voxel_mm3,
+        "mean_hu": hu_sum / count if count else np.nan,
+        "imat_fraction": imat / count if count and is_muscle else np.nan,
+        "fov_cut": bool(cut),
+    }
+
+
+def subject_volumes(
+    subject: str,
+    label: np.ndarray,
+    hu: np.ndarray,
+    affine: np.ndarray,
+    labels: LabelTable,
+    settings: VolumeSettings,
+) -> pd.DataFrame:
+    """The volume table (:data:`COLUMNS`) of one scan: a row per foreground class, then per group.
+
+    ``label``: class ids (``labels`` ids) and ``hu``: Hounsfield units, both indexed ``(x, y, z)``
+    on the grid of ``affine`` (voxel -> RAS+ mm).
+    """
+    midline = body_midline_x(hu, affine, settings)
+    sums = class_sums(label, hu, affine, midline, labels.n_classes, settings.imat_hu)
+    voxel_mm3 = voxel_volume_mm3(affine)
+    cut = fov_cut_ids(label)
+    muscle_ids = {int(i) for i in labels.muscles["id"]}
+    groups = labels.id_to_group
+    rows = []
+    for cid in labels.ids:
+        if cid == 0:
+            continue
+        rows.append(
+            _row(subject, cid, labels.name_of(cid), groups[cid], sums.count[cid], sums.count_right[cid],
+                 sums.hu_sum[cid], sums.imat[cid], voxel_mm3, cid in cut, cid in muscle_ids)
+        )
+    for group, members in labels.groups(include_bone=True).items():
+        m = np.asarray(members)
+        rows.append(
+            _row(subject, GROUP_ID, group, group, sums.count[m].sum(), sums.count_right[m].sum(),
+                 sums.hu_sum[m].sum(), sums.imat[m].sum(), voxel_mm3, bool(cut & set(members)),
+                 all(i in muscle_ids for i in members))
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def combine_tables(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Stack per-subject volume tables into one (subjects in the given order)."""
+    if not tables:
+        return pd.DataFrame(columns=COLUMNS)
+    out = pd.concat(list(tables), ignore_index=True)
+    return out[COLUMNS]
+
+
+def read_table(path) -> pd.DataFrame:
+    """Read a volume table written by :func:`write_table`."""
+    return pd.read_csv(path, sep="\t", dtype={"subject": str})
+
+
+def write_table(table: pd.DataFrame, path) -> None:
+    """Write a volume table as TSV, atomically (volumes in mm³ to 0.001 mm³)."""
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="")
