@@ -97,7 +97,11 @@ def run_monai(pred, truth, spacing, ids):
 
     # The API takes one-hot (B, C, X, Y, Z) tensors: the usual AsDiscrete(to_onehot) output.
     def onehot(a):
-        return torch.nn.functional.one_hot(torch.as_tensor(a).long(), n).permute(3, 0, 1, 2)[None].float()
+        return (
+            torch.nn.functional.one_hot(torch.as_tensor(a).long(), n)
+            .permute(3, 0, 1, 2)[None]
+            .float()
+        )
 
     yp, yg = onehot(pred), onehot(truth)
     kw = {"include_background": False}
@@ -206,12 +210,16 @@ def worker(method, data_path, spacing, result_path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--shape", type=int, nargs=3, default=[320, 320, 240])
     ap.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 1.5])
     ap.add_argument("--methods", default="thighct,monai,surface-distance")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--worker", nargs=3, metavar=("METHOD", "DATA", "RESULT"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--worker", nargs=3, metavar=("METHOD", "DATA", "RESULT"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     spacing = tuple(args.spacing)
     if args.worker:
@@ -235,10 +243,21 @@ def main():
         np.savez(data_path, pred=pred, truth=truth)
         for m in methods:
             out = Path(tmp) / f"{m}.json"
-            cmd = [sys.executable, __file__, "--spacing", *map(str, spacing), "--worker", m, str(data_path), str(out)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--spacing",
+                *map(str, spacing),
+                "--worker",
+                m,
+                str(data_path),
+                str(out),
+            ]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0 or not out.exists():
-                results[m] = {"skipped": f"failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"}
+                results[m] = {
+                    "skipped": f"failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"
+                }
             else:
                 results[m] = json.loads(out.read_text())
 
@@ -257,19 +276,27 @@ def main():
             f"{m:<18}{r['seconds']:>10.2f}{wall:>11.1f}{r['cpu_seconds']:>10.2f}{cpu:>11.1f}"
             f"{r['peak_extra_mib']:>18.0f}{r['peak_process_mib']:>20.0f}"
         )
-    print("(CPU = process time of the call; wall time also counts waiting for a shared machine's cores)")
+    print(
+        "(CPU = process time of the call; wall time also counts waiting for a shared machine's cores)"
+    )
 
     if "values" in ref:
-        print("\nlargest |difference| from thighct over the 29 classes (MONAI uses the same boundary definition;")
-        print("surface-distance uses surfels between voxel corners and MedPy's assd averages the two directed means):")
+        print(
+            "\nlargest |difference| from thighct over the 29 classes (MONAI uses the same boundary definition;"
+        )
+        print(
+            "surface-distance puts surfels on voxel corners; MedPy uses the same boundaries, pooled hd95):"
+        )
         for m, r in results.items():
             if m == "thighct" or "values" not in r:
                 continue
             diffs = {
-                k: float(np.nanmax(np.abs(np.asarray(r["values"][k]) - np.asarray(ref["values"][k]))))
+                k: float(
+                    np.nanmax(np.abs(np.asarray(r["values"][k]) - np.asarray(ref["values"][k])))
+                )
                 for k in ref["values"]
             }
-            print(f"  {m:<16}" + "  ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+            print(f"  {m:<18}" + "  ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
 
 
 if __name__ == "__main__":

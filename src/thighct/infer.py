@@ -12,6 +12,12 @@ its windows' logits; MONAI's output is that sum divided by the total weight at t
 which is the same for every class, so the argmax is the same (up to float rounding of the
 division, which can only matter for exact ties).
 
+When the network ends in a 1x1x1 convolution (UNETR, DynUNet: ``UnetOutBlock``), that last
+layer is linear, so the weighted sum of the windows' logits equals the layer applied to the
+weighted sum of their features plus its bias times the weight total. The accumulator then holds
+the features (16 channels for the paper's UNETR instead of 30 logits) and one weight-total
+channel, and the layer runs once per voxel when it is finalised instead of once per window.
+
 The network itself runs under ``torch.inference_mode`` in batches of ``sw_batch_size``
 windows. :func:`prepare_network` makes two result-preserving changes for CPU speed:
 channels-last memory layout (oneDNN's fast path for 3-D convolutions), and instance norm
@@ -27,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -54,6 +59,8 @@ class InferSettings:
     amp: float16 autocast on CUDA (ignored on CPU, which has no fast half precision here).
     channels_last: channels-last memory layout for the network (CPU speed; same results).
     fast_norm: instance norm as group norm with one group per channel (same results, faster).
+    split_head: accumulate features before a final 1x1x1 convolution instead of logits
+        (same results up to float rounding; smaller accumulator, fewer operations).
     """
 
     overlap: float = 0.25
@@ -64,6 +71,7 @@ class InferSettings:
     amp: bool = False
     channels_last: bool = True
     fast_norm: bool = True
+    split_head: bool = True
 
     @classmethod
     def from_config(cls, section: Mapping) -> InferSettings:
@@ -111,7 +119,7 @@ def window_starts(
     steps = scan_interval(image_size, roi, overlap)
     per_axis = [axis_starts(s, r, t) for s, r, t in zip(image_size, roi, steps, strict=True)]
     grids = np.meshgrid(*per_axis, indexing="ij")
-    return [tuple(int(v) for v in corner) for corner in zip(*(g.ravel() for g in grids))]
+    return [tuple(int(v) for v in corner) for corner in zip(*(g.ravel() for g in grids), strict=True)]
 
 
 def roi_padding(image_size: Sequence[int], roi: Sequence[int]) -> list[tuple[int, int]]:
@@ -145,7 +153,10 @@ def importance_map(
     from monai.data.utils import compute_importance_map
 
     return compute_importance_map(
-        tuple(int(r) for r in roi), mode=mode, sigma_scale=sigma_scale, device=device,
+        tuple(int(r) for r in roi),
+        mode=mode,
+        sigma_scale=sigma_scale,
+        device=device,
         dtype=torch.float32,
     )
 
@@ -168,18 +179,71 @@ class InstanceNormAsGroupNorm(nn.Module):
         return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 
-def _swap_instance_norms(module: nn.Module) -> int:
+def swap_instance_norms(module: nn.Module) -> int:
+    """Replace every instance norm without running statistics by :class:`InstanceNormAsGroupNorm`.
+
+    Returns how many were replaced. Layers with running statistics are left alone: in eval
+    mode they normalise with the stored statistics, which group norm would not reproduce.
+    """
     swapped = 0
     for name, child in module.named_children():
-        is_instance = isinstance(child, nn.modules.instancenorm._InstanceNorm)
-        # Running statistics (track_running_stats) make eval-mode instance norm a batch-norm-like
-        # affine map; group norm would not reproduce that, so such layers are left alone.
-        if is_instance and not child.track_running_stats:
+        if (
+            isinstance(child, nn.modules.instancenorm._InstanceNorm)
+            and not child.track_running_stats
+        ):
             setattr(module, name, InstanceNormAsGroupNorm(child))
             swapped += 1
         else:
-            swapped += _swap_instance_norms(child)
+            swapped += swap_instance_norms(child)
     return swapped
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """A final 1x1x1 convolution as a matrix: logits = ``weight`` @ features + ``bias``."""
+
+    weight: torch.Tensor  # (n_classes, n_features)
+    bias: torch.Tensor | None  # (n_classes,)
+
+
+_HEAD_ATTRIBUTES = ("out", "output_block")  # UNETR.out, DynUNet.output_block
+
+
+def split_linear_head(net: nn.Module) -> tuple[nn.Module, LinearHead] | None:
+    """Detach a network's final 1x1x1 convolution: returns ``(trunk, head)`` or ``None``.
+
+    Recognises MONAI's ``UnetOutBlock`` (UNETR's ``out``, DynUNet's ``output_block``): one
+    ``Conv3d`` with a 1x1x1 kernel and stride 1, at most followed by dropout (identity in eval
+    mode). The block is replaced by ``nn.Identity`` in ``net`` (modified in place), which then
+    returns features. Other networks (MONAI's UNet ends in a 3x3x3 convolution) give ``None``.
+    """
+    for attr in _HEAD_ATTRIBUTES:
+        block = getattr(net, attr, None)
+        if not isinstance(block, nn.Module):
+            continue
+        leaves = [m for m in block.modules() if not list(m.children())]
+        convs = [m for m in leaves if isinstance(m, nn.Conv3d)]
+        others = [
+            m
+            for m in leaves
+            if not isinstance(m, nn.Conv3d | nn.Dropout | nn.Dropout3d | nn.Identity)
+        ]
+        if len(convs) != 1 or others:
+            return None
+        conv = convs[0]
+        if (
+            tuple(conv.kernel_size) != (1, 1, 1)
+            or tuple(conv.stride) != (1, 1, 1)
+            or conv.groups != 1
+        ):
+            return None
+        head = LinearHead(
+            weight=conv.weight.detach()[:, :, 0, 0, 0].clone(),
+            bias=None if conv.bias is None else conv.bias.detach().clone(),
+        )
+        setattr(net, attr, nn.Identity())
+        return net, head
+    return None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -191,38 +255,67 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def prepare_network(net: nn.Module, device: torch.device, settings: InferSettings) -> nn.Module:
-    """Put ``net`` in eval mode on ``device``, with the result-preserving speed-ups of ``settings``.
+@dataclass
+class Segmenter:
+    """A network ready for inference: ``trunk`` maps windows to logits, or to features when
+    ``head`` is set (the detached final 1x1x1 convolution)."""
 
-    Modifies ``net`` in place and returns it.
+    trunk: nn.Module
+    n_classes: int
+    head: LinearHead | None
+    device: torch.device
+    channels_last: bool
+
+
+def prepare_network(
+    net: nn.Module, n_classes: int, device: torch.device, settings: InferSettings
+) -> Segmenter:
+    """``net`` in eval mode on ``device`` with the result-preserving speed-ups of ``settings``.
+
+    Modifies ``net`` in place (norm layers swapped, head detached).
     """
     net.eval()
-    if settings.fast_norm:
-        n = _swap_instance_norms(net)
-        log.debug("instance norm -> group norm in %d layers", n)
-    net.to(device)
-    if settings.channels_last and device.type == "cpu":
-        net.to(memory_format=torch.channels_last_3d)
     for p in net.parameters():
         p.requires_grad_(False)
-    return net
+    if settings.fast_norm:
+        log.debug("instance norm -> group norm in %d layers", swap_instance_norms(net))
+    head = None
+    if settings.split_head:
+        split = split_linear_head(net)
+        if split is not None:
+            net, head = split
+            head = LinearHead(
+                head.weight.to(device), None if head.bias is None else head.bias.to(device)
+            )
+    net.to(device)
+    channels_last = bool(settings.channels_last and device.type == "cpu")
+    if channels_last:
+        net.to(memory_format=torch.channels_last_3d)
+    return Segmenter(net, int(n_classes), head, device, channels_last)
 
 
 # ----------------------------------------------------------------------------- streaming
-class SlabAccumulator:
-    """Weighted logit sums of the voxels still open, ROI-deep along the slab axis.
+# Bytes of class logits formed at once when features are finalised through the head.
+_FINALISE_BYTES = 32 << 20
 
-    ``buffer`` is ``(n_classes, *spatial)`` with the slab axis ``roi[axis]`` long, starting at
-    image plane ``offset``. ``finish_before(plane)`` writes labels for the planes in
-    ``[offset, plane)`` and moves the window down.
+
+class SlabAccumulator:
+    """Weighted sums of the voxels still open, ROI-deep along the slab axis.
+
+    ``buffer`` is ``(channels, *spatial)`` with the slab axis ``roi[axis]`` long, starting at
+    image plane ``offset``; channels are the logits, or with a ``head`` the features plus a
+    last channel holding the weight total. ``finish_before(plane)`` writes the labels of the
+    planes in ``[offset, plane)`` and moves the buffer down.
     """
 
-    def __init__(self, n_classes, image_size, roi, axis, labels_out, device):
+    def __init__(self, channels, image_size, roi, axis, labels_out, device, head=None):
         self.axis = axis
         self.depth = int(roi[axis])
+        self.head = head
         shape = list(image_size)
         shape[axis] = self.depth
-        self.buffer = torch.zeros((n_classes, *shape), dtype=torch.float32, device=device)
+        extra = 1 if head is not None else 0
+        self.buffer = torch.zeros((channels + extra, *shape), dtype=torch.float32, device=device)
         self.offset = 0
         self.size = int(image_size[axis])
         self.labels_out = labels_out
@@ -230,27 +323,52 @@ class SlabAccumulator:
     def _rows(self, start: int, stop: int) -> torch.Tensor:
         return self.buffer.narrow(self.axis + 1, start, stop - start)
 
-    def add(self, corner: Sequence[int], logits: torch.Tensor, weight: torch.Tensor | None) -> None:
-        """Add one window's logits ``(n_classes, *roi)`` at image corner ``corner``."""
+    def add(self, corner: Sequence[int], values: torch.Tensor, weight: torch.Tensor | None) -> None:
+        """Add one window's ``(channels, *roi)`` values at image corner ``corner``."""
         index = [slice(None)]
-        for a, (c, r) in enumerate(zip(corner, logits.shape[1:], strict=True)):
+        for a, (c, r) in enumerate(zip(corner, values.shape[1:], strict=True)):
             c = c - self.offset if a == self.axis else c
             index.append(slice(c, c + r))
-        target = self.buffer[tuple(index)]
-        if weight is None:
-            target.add_(logits)
+        if self.head is None:
+            target = self.buffer[tuple(index)]
         else:
-            target.addcmul_(logits, weight)
+            target = self.buffer[(slice(0, -1), *index[1:])]
+            total = self.buffer[(-1, *index[1:])]
+            if weight is None:
+                total.add_(1.0)
+            else:
+                total.add_(weight)
+        if weight is None:
+            target.add_(values)
+        else:
+            target.addcmul_(values, weight)
+
+    def _labels(self, start: int, stop: int) -> torch.Tensor:
+        rows = self._rows(start, stop)
+        if self.head is None:
+            return torch.argmax(rows, dim=0)
+        features, total = rows[:-1], rows[-1]
+        flat = features.reshape(features.shape[0], -1)
+        logits = self.head.weight @ flat
+        if self.head.bias is not None:
+            logits.addcmul_(self.head.bias[:, None], total.reshape(1, -1))
+        return torch.argmax(logits, dim=0).reshape(total.shape)
 
     def finish_before(self, plane: int) -> None:
         """Turn planes ``[offset, plane)`` into labels and shift the buffer to start at ``plane``."""
         n = plane - self.offset
         if n <= 0:
             return
-        labels = torch.argmax(self._rows(0, n), dim=0).to(torch.uint8).cpu().numpy()
-        index = [slice(None)] * len(self.labels_out.shape)
-        index[self.axis] = slice(self.offset, plane)
-        self.labels_out[tuple(index)] = labels
+        per_plane = self.buffer[0].numel() // self.depth
+        n_classes = self.head.weight.shape[0] if self.head is not None else 1
+        step = (
+            max(1, _FINALISE_BYTES // (4 * n_classes * per_plane)) if self.head is not None else n
+        )
+        index = [slice(None)] * self.labels_out.ndim
+        for r0 in range(0, n, step):
+            r1 = min(r0 + step, n)
+            index[self.axis] = slice(self.offset + r0, self.offset + r1)
+            self.labels_out[tuple(index)] = self._labels(r0, r1).to(torch.uint8).cpu().numpy()
         keep = self.depth - n
         # Row by row, front to back: a row's source lies behind its destination, so the copy
         # never overwrites a row it still has to read (no temporary copy of the buffer).
@@ -281,15 +399,17 @@ def sliding_window_labels(
     device: torch.device | str = "cpu",
     channels_last: bool = False,
     amp: bool = False,
+    head: LinearHead | None = None,
     slab_axis: int | None = None,
 ) -> np.ndarray:
-    """Class labels (uint8, ``argmax`` over classes) of ``image`` by sliding-window inference.
+    """Class labels (uint8, argmax over classes) of ``image`` by sliding-window inference.
 
-    ``image``: ``(x, y, z)`` float array (the network's input intensities); ``predictor`` maps a
-    ``(batch, 1, *roi)`` float32 tensor on ``device`` to ``(batch, n_classes, *roi)`` logits.
-    Windows, their order and blending weights are MONAI's for ``roi``, ``overlap``, ``mode``
-    and ``sigma_scale``; axes shorter than the ROI are zero-padded as MONAI does. Returns an
-    array of ``image``'s shape. ``slab_axis`` (default: the cheapest) is the streaming axis.
+    ``image``: ``(x, y, z)`` float array (the network's input intensities). ``predictor`` maps a
+    ``(batch, 1, *roi)`` float32 tensor on ``device`` to ``(batch, n_classes, *roi)`` logits, or,
+    with ``head``, to the features that ``head`` turns into logits. Windows, their order and
+    blending weights are MONAI's for ``roi``, ``overlap``, ``mode`` and ``sigma_scale``; axes
+    shorter than the ROI are zero-padded as MONAI does. Returns an array of ``image``'s shape.
+    ``slab_axis`` (default: the one with the smallest accumulator) is the streaming axis.
     """
     if n_classes > 256:
         raise ValueError(f"{n_classes} classes do not fit uint8 labels")
@@ -304,12 +424,13 @@ def sliding_window_labels(
     size = image.shape
     corners = window_starts(size, roi, overlap)
     axis = choose_slab_axis(size, roi) if slab_axis is None else int(slab_axis)
-    # Stable sort: within one slab, windows keep MONAI's order.
+    # Stable sort: within a slab, windows keep MONAI's order.
     corners.sort(key=lambda c: c[axis])
+    channels = n_classes if head is None else int(head.weight.shape[1])
 
     source = torch.from_numpy(image)
     labels = np.zeros(size, dtype=np.uint8)
-    acc = SlabAccumulator(n_classes, size, roi, axis, labels, device)
+    acc = SlabAccumulator(channels, size, roi, axis, labels, device, head)
     weight = importance_map(roi, mode, sigma_scale, device)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     use_amp = amp and device.type == "cuda"
@@ -317,70 +438,58 @@ def sliding_window_labels(
     with torch.inference_mode():
         for batch in _batches(corners, int(sw_batch_size)):
             windows = torch.stack(
-                [source[tuple(slice(c, c + r) for c, r in zip(corner, roi, strict=True))] for corner in batch]
+                [
+                    source[tuple(slice(c, c + r) for c, r in zip(corner, roi, strict=True))]
+                    for corner in batch
+                ]
             )[:, None]
             windows = windows.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = predictor(windows)
-            if logits.shape[1] != n_classes or tuple(logits.shape[2:]) != roi:
-                raise RuntimeError(
-                    f"network returned {tuple(logits.shape)} for windows {tuple(windows.shape)}; "
-                    f"expected (batch, {n_classes}, *{roi})"
-                )
-            logits = logits.float()
+                values = predictor(windows)
             del windows
-            for corner, window_logits in zip(batch, logits, strict=True):
+            if values.shape[1] != channels or tuple(values.shape[2:]) != roi:
+                raise RuntimeError(
+                    f"network returned {tuple(values.shape)} for windows of {roi}; expected "
+                    f"(batch, {channels}, *{roi})"
+                )
+            values = values.float()
+            for corner, window_values in zip(batch, values, strict=True):
                 acc.finish_before(corner[axis])
-                acc.add(corner, window_logits, weight)
-            del logits
+                acc.add(corner, window_values, weight)
+            del values
         acc.finish()
     crop = tuple(slice(before, s - after) for (before, after), s in zip(pads, size, strict=True))
     return labels[crop]
 
 
 def predict_labels(
-    image: np.ndarray,
-    net: nn.Module,
-    roi: Sequence[int],
-    n_classes: int,
-    settings: InferSettings,
-    device: torch.device,
+    image: np.ndarray, segmenter: Segmenter, roi: Sequence[int], settings: InferSettings
 ) -> np.ndarray:
     """Labels (uint8 class ids, ``(x, y, z)``) of a preprocessed image by a prepared network."""
     return sliding_window_labels(
         image,
-        net,
+        segmenter.trunk,
         roi,
-        n_classes,
+        segmenter.n_classes,
         overlap=settings.overlap,
         mode=settings.mode,
         sigma_scale=settings.sigma_scale,
         sw_batch_size=settings.sw_batch_size,
-        device=device,
-        channels_last=settings.channels_last and device.type == "cpu",
+        device=segmenter.device,
+        channels_last=segmenter.channels_last,
         amp=settings.amp,
+        head=segmenter.head,
     )
 
 
 def set_threads(threads: int) -> None:
     """Use ``threads`` CPU threads for torch's intra-op work (the rule's ``threads``)."""
-    threads = max(int(threads), 1)
-    torch.set_num_threads(threads)
-    # Inter-op parallelism is unused (one op at a time); one thread avoids oversubscription.
+    torch.set_num_threads(max(int(threads), 1))
+    # One op runs at a time; a single inter-op thread avoids oversubscribing the cores.
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:
-        pass  # already fixed once torch has run parallel work in this process
-
-
-@dataclass
-class Timing:
-    """Seconds spent per subject, for the rule's timing table."""
-
-    subject: str
-    seconds: float
-    shape: tuple[int, int, int]
-    n_windows: int
+        pass  # fixed once torch has run parallel work in this process
 
 
 def count_windows(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> int:
@@ -391,12 +500,7 @@ def count_windows(image_size: Sequence[int], roi: Sequence[int], overlap: float)
     return math.prod(len(axis_starts(s, r, t)) for s, r, t in zip(size, roi, steps, strict=True))
 
 
-def timed(fn: Callable, *args, **kwargs):
-    """``(result, seconds)`` of ``fn(*args, **kwargs)``, synchronising CUDA around it."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
+def synchronise(device: torch.device) -> None:
+    """Wait for queued GPU work (so timings measure it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -27,6 +27,9 @@ def logged(log_path: str | Path, level: int = logging.INFO) -> Iterator[logging.
         h.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(h)
     root.setLevel(level)
+    # Third-party chatter (font subsetting while saving PDFs) would drown the job's own lines.
+    for noisy in ("fontTools", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     logger = logging.getLogger("thighct")
     try:
         yield logger

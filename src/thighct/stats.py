@@ -837,6 +837,31 @@ def summary_markdown(
                     )
                 lines.append(head + f"{len(sig)} of {len(part)}: " + "; ".join(items) + ".")
             lines.append("")
+    reference_rows = [
+        (sex, structure, r_paper)
+        for sex, by_structure in (reference_r or {}).items()
+        for structure, r_paper in (by_structure or {}).items()
+    ]
+    if reference_rows:
+        ours = pd.concat(list(correlations.values()), ignore_index=True).set_index(
+            ["sex", "structure"]
+        )
+        lines += [
+            "## Beside the paper",
+            "",
+            "| sex | structure | paper r | r [95% CI] | p_fdr |",
+            "|---|---|---|---|---|",
+        ]
+        for sex, structure, r_paper in reference_rows:
+            if (sex, structure) not in ours.index:
+                continue
+            row = ours.loc[(sex, structure)]
+            mark = " *" if bool(row["significant"]) else ""
+            lines.append(
+                f"| {SEXES.get(sex, sex)} | {row['display']} | {r_paper:.2f} | {_fmt(row['r'])} "
+                f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]{mark} | {_fmt(row['p_fdr'], 3)} |"
+            )
+        lines.append("")
     if models is not None and len(models):
         lines += [
             "## Adjusted logistic models (odds ratio of sarcopenia per SD of adjusted volume)",

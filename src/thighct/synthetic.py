@@ -80,6 +80,7 @@ FAT_ALONG_LEG = ((-0.3, 0.6), (0.0, 0.7), (0.3, 0.9), (0.7, 1.1), (1.1, 1.0))
 # Muscle cross-sections are drawn a little larger than they look on their own: neighbours
 # overlap, the deepest wins and the fascia trims the outside, so muscles pack like in a thigh.
 MUSCLE_INFLATE = 1.35
+TAPER_MAX_FRACTION = 0.25
 # Smoothness (mm) of the joins between the legs and the trunk outline and between fasciae.
 SKIN_JOIN_MM, FASCIA_JOIN_MM = 25.0, 8.0
 BIG = np.float32(1e4)  # "far outside" signed distance (mm)
@@ -540,8 +541,10 @@ def _interp(keys: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def _taper(u, u0, u1, taper_u):
-    """Ellipsoidal end caps: 1 in the middle, falling to 0 over taper_u at both ends."""
-    t = np.clip(np.minimum(u - u0, u1 - u) / max(taper_u, 1e-6), 0.0, 1.0)
+    """Ellipsoidal end caps: 1 in the middle, falling to 0 at both ends over taper_u (at most
+    a quarter of the muscle's length, so short muscles keep a full-size middle)."""
+    length = min(taper_u, TAPER_MAX_FRACTION * (u1 - u0))
+    t = np.clip(np.minimum(u - u0, u1 - u) / max(length, 1e-6), 0.0, 1.0)
     return np.sqrt(1.0 - (1.0 - t) ** 2)
 
 
@@ -773,6 +776,25 @@ def _band_sd(X, Y, pts, w):
         d2 = (X - x0 - t * ddx) ** 2 + (Y - y0 - t * ddy) ** 2
         out = d2 if out is None else np.minimum(out, d2)
     return (np.sqrt(out) - np.asarray(w, dtype=np.float32)[None, None, :]).astype(np.float32)
+
+
+def expected_z_ranges(design: SubjectDesign, labels) -> dict[int, tuple[float, float]]:
+    """World z range (mm, knee joint at 0) each foreground class spans in a subject's phantom.
+
+    Muscles shrink to nothing at both ends of their range, over ``taper_mm`` or a quarter of
+    their length if that is shorter.
+    """
+    out: dict[int, tuple[float, float]] = {}
+    for track in ATLAS:
+        if track.layer not in ("muscle", "femur", "iliac"):
+            continue
+        cid = labels.id_of(track.name if track.layer == "muscle" else track.layer)
+        u = np.asarray(track.keys, dtype=float)[:, 0]
+        lo, hi = u.min() * design.length_mm, u.max() * design.length_mm
+        if cid in out:
+            lo, hi = min(lo, out[cid][0]), max(hi, out[cid][1])
+        out[cid] = (float(lo), float(hi))
+    return out
 
 
 # ----------------------------------------------------------------------------------- grid

@@ -147,7 +147,9 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray, settings: VolumeSettings)
     return x_coarse[k_full]
 
 
-def right_side_mask(affine: np.ndarray, shape: Sequence[int], midline_x: np.ndarray, k0: int, k1: int) -> np.ndarray:
+def right_side_mask(
+    affine: np.ndarray, shape: Sequence[int], midline_x: np.ndarray, k0: int, k1: int
+) -> np.ndarray:
     """Boolean ``(x, y, k1 - k0)``: voxel centre on the subject's right (world x >= midline)."""
     out = np.empty((shape[0], shape[1], k1 - k0), dtype=bool)
     for k in range(k0, k1):
@@ -183,7 +185,9 @@ def class_sums(
     if label.shape != hu.shape:
         raise ValueError(f"label shape {label.shape} differs from image shape {hu.shape}")
     if label.size and int(label.max()) >= n_classes:
-        raise ValueError(f"label id {int(label.max())} is not in the label table (0..{n_classes - 1})")
+        raise ValueError(
+            f"label id {int(label.max())} is not in the label table (0..{n_classes - 1})"
+        )
     lo, hi = (float(v) for v in imat_hu)
     sums = ClassSums(*(np.zeros(n_classes) for _ in range(4)))
     nx, ny, nz = label.shape
@@ -209,7 +213,9 @@ def fov_cut_ids(label: np.ndarray) -> set[int]:
 
 
 # ----------------------------------------------------------------------------- table
-def _row(subject, class_id, name, group, count, count_right, hu_sum, imat, voxel_mm3, cut, is_muscle):
+def _row(
+    subject, class_id, name, group, count, count_right, hu_sum, imat, voxel_mm3, cut, is_muscle
+):
     return {
         "subject": subject,
         "class_id": class_id,
@@ -248,15 +254,36 @@ def subject_volumes(
         if cid == 0:
             continue
         rows.append(
-            _row(subject, cid, labels.name_of(cid), groups[cid], sums.count[cid], sums.count_right[cid],
-                 sums.hu_sum[cid], sums.imat[cid], voxel_mm3, cid in cut, cid in muscle_ids)
+            _row(
+                subject,
+                cid,
+                labels.name_of(cid),
+                groups[cid],
+                sums.count[cid],
+                sums.count_right[cid],
+                sums.hu_sum[cid],
+                sums.imat[cid],
+                voxel_mm3,
+                cid in cut,
+                cid in muscle_ids,
+            )
         )
     for group, members in labels.groups(include_bone=True).items():
         m = np.asarray(members)
         rows.append(
-            _row(subject, GROUP_ID, group, group, sums.count[m].sum(), sums.count_right[m].sum(),
-                 sums.hu_sum[m].sum(), sums.imat[m].sum(), voxel_mm3, bool(cut & set(members)),
-                 all(i in muscle_ids for i in members))
+            _row(
+                subject,
+                GROUP_ID,
+                group,
+                group,
+                sums.count[m].sum(),
+                sums.count_right[m].sum(),
+                sums.hu_sum[m].sum(),
+                sums.imat[m].sum(),
+                voxel_mm3,
+                bool(cut & set(members)),
+                all(i in muscle_ids for i in members),
+            )
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 
