@@ -7,7 +7,8 @@ followed by ``argmax``, at most half its peak memory, and the same labels in >= 
 
 Each method runs in its own subprocess (so its peak RSS is its own); runs alternate between the
 methods (plain, streamed, plain, streamed, ...) so load from other work on the machine hits both
-alike. Printed per method: median seconds, peak RSS, the peak above the RSS just before the call
+alike. Printed per method: median wall seconds and CPU seconds (the CPU time is the steadier
+figure when other jobs share the cores), peak RSS, the peak above the RSS just before the call
 (the inference's own working memory: the model and the torch/MONAI runtime are the same in
 both), and the share of voxels whose label equals the plain call's. Random weights give near-tied
 logits, so float rounding differences flip a few voxels; trained weights flip fewer.
@@ -127,12 +128,12 @@ def worker(args) -> None:
             return infer.predict_labels(image, seg, roi, settings)
 
     before = rss_now_mb()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     labels = run()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     np.save(args.out, labels)
-    print(json.dumps({"seconds": seconds, "peak_mb": peak, "before_mb": before}))
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "peak_mb": peak, "before_mb": before}))
 
 
 def run_worker(method, args, out) -> dict:
@@ -181,25 +182,32 @@ def main() -> None:
                 res = run_worker(m, args, out)
                 res["labels"] = out
                 results[m].append(res)
-                print(f"  run {r + 1} {m:26s} {res['seconds']:7.1f} s  peak {res['peak_mb']:6.0f} MB", flush=True)
+                print(
+                    f"  run {r + 1} {m:26s} {res['seconds']:7.1f} s  cpu {res['cpu_s']:7.1f} s  "
+                    f"peak {res['peak_mb']:6.0f} MB",
+                    flush=True,
+                )
         reference = np.load(results["plain"][0]["labels"])
         base = results["plain"]
         base_s = statistics.median(x["seconds"] for x in base)
+        base_cpu = statistics.median(x["cpu_s"] for x in base)
         base_peak = statistics.median(x["peak_mb"] for x in base)
         base_work = statistics.median(x["peak_mb"] - x["before_mb"] for x in base)
         print(f"load average {os.getloadavg()[0]:.1f} at end")
         print(
-            f"{'method':26s} {'seconds':>8s} {'speed-up':>9s} {'peak MB':>8s} {'x plain':>8s} "
-            f"{'work MB':>8s} {'x plain':>8s} {'same labels':>12s}"
+            f"{'method':26s} {'seconds':>8s} {'speed-up':>9s} {'CPU s':>7s} {'speed-up':>9s} "
+            f"{'peak MB':>8s} {'x plain':>8s} {'work MB':>8s} {'x plain':>8s} {'same labels':>12s}"
         )
         for m in methods:
             runs = results[m]
             s = statistics.median(x["seconds"] for x in runs)
+            cpu = statistics.median(x["cpu_s"] for x in runs)
             peak = statistics.median(x["peak_mb"] for x in runs)
             work = statistics.median(x["peak_mb"] - x["before_mb"] for x in runs)
             same = float((np.load(runs[0]["labels"]) == reference).mean())
             print(
-                f"{m:26s} {s:8.1f} {base_s / s:8.2f}x {peak:8.0f} {peak / base_peak:8.2f} "
+                f"{m:26s} {s:8.1f} {base_s / s:8.2f}x {cpu:7.1f} {base_cpu / cpu:8.2f}x "
+                f"{peak:8.0f} {peak / base_peak:8.2f} "
                 f"{work:8.0f} {work / base_work:8.2f} {100 * same:11.3f}%"
             )
 

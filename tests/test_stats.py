@@ -426,6 +426,7 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
         "results/figures/fig7_heatmap.png",
         "results/figures/fig8_heatmap.png",
         "results/sarcopenia/summary.md",
+        "results/figures/adjusted_models.png",
         "results/sarcopenia/by_source/ground_truth/correlations_groups.tsv",
     ]
     rules = [
@@ -434,6 +435,7 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
         "fig7_heatmap",
         "fig8_heatmap",
         "adjusted_models",
+        "adjusted_models_plot",
         "sarcopenia_summary",
         "adjust_volumes_by_source",
         "correlate_by_source",

@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, run_snakemake
 from scipy import ndimage
 
-from conftest import REPO, run_snakemake
 from thighct import cohort, io, synthetic
 from thighct.labels import read_labels
 
@@ -40,7 +40,9 @@ def _paper_like_cohort(cfg_cohort, default_config):
     c = default_config
     cutoffs = c["sarcopenia"]["cutoffs"][c["sarcopenia"]["definition"]]
     table = cohort.synthetic_cohort(cfg_cohort, c["criteria"], cutoffs, c["seed"])
-    included, _ = cohort.filter_cohort(table, c["criteria"], c["split"]["n_val"], c["split"]["folds"], c["seed"])
+    included, _ = cohort.filter_cohort(
+        table, c["criteria"], c["split"]["n_val"], c["split"]["folds"], c["seed"]
+    )
     return included, cutoffs
 
 
@@ -72,9 +74,20 @@ def test_both_legs_hold_every_thigh_muscle_at_mid_thigh(man):
     design, _, label, grid = man
     k = int(np.argmin(abs(grid.z - 0.45 * design.length_mm)))
     right, left = label[grid.x > 0, :, k], label[grid.x < 0, :, k]
-    for name in ["sartorius", "rectus_femoris", "vastus_lateralis", "vastus_intermedius", "vastus_medialis",
-                 "adductor_longus", "adductor_magnus", "gracilis", "semitendinosus", "semimembranosus",
-                 "biceps_femoris", "femur"]:
+    for name in [
+        "sartorius",
+        "rectus_femoris",
+        "vastus_lateralis",
+        "vastus_intermedius",
+        "vastus_medialis",
+        "adductor_longus",
+        "adductor_magnus",
+        "gracilis",
+        "semitendinosus",
+        "semimembranosus",
+        "biceps_femoris",
+        "femur",
+    ]:
         cid = LABELS.id_of(name)
         # At least a few voxels thick: a network can learn it at this grid.
         assert (right == cid).sum() >= 9 and (left == cid).sum() >= 9, name
@@ -113,7 +126,9 @@ def test_tissue_intensities_are_in_their_hounsfield_ranges(man, cfg):
     muscle = ndimage.binary_erosion(np.isin(label, muscle_ids), iterations=1)
     assert 25 < ct[muscle].mean() < 65
     # Neighbouring muscles share one intensity: a model must learn anatomy, not grey values.
-    means = [ct[muscle & (label == c)].mean() for c in muscle_ids if (muscle & (label == c)).sum() > 200]
+    means = [
+        ct[muscle & (label == c)].mean() for c in muscle_ids if (muscle & (label == c)).sum() > 200
+    ]
     assert np.ptp(means) < 10
     k = int(np.argmin(abs(grid.z - 0.45 * design.length_mm)))
     femur = label[:, :, k] == LABELS.id_of("femur")
@@ -154,9 +169,18 @@ def test_rasterised_volumes_track_the_designed_volumes(tiny_cfg):
     designed, counted = [], []
     for i in range(10):
         sex = "FM"[i % 2]
-        scan = synthetic.generate_subject(f"T{i}", sex, rng.normal(158, 8), rng.normal(6.2, 1.0), 6.2,
-                                          tiny_cfg, SEED, LABELS, weight_kg=rng.normal(55, 9),
-                                          with_targets=True)
+        scan = synthetic.generate_subject(
+            f"T{i}",
+            sex,
+            rng.normal(158, 8),
+            rng.normal(6.2, 1.0),
+            6.2,
+            tiny_cfg,
+            SEED,
+            LABELS,
+            weight_kg=rng.normal(55, 9),
+            with_targets=True,
+        )
         designed.append([scan.targets[c] for c in LABELS.ids[1:]])
         counted.append([scan.truth[c] for c in LABELS.ids[1:]])
     designed, counted = np.array(designed), np.array(counted)
@@ -175,11 +199,24 @@ def test_muscle_volume_per_height_squared_correlates_with_sarcopenia_in_men_not_
     for r in included.itertuples():
         if pd.isna(r.smi):
             continue
-        d = synthetic.subject_design(r.subject_id, r.sex, r.height_cm, r.smi, cutoffs[r.sex], cfg,
-                                     default_config["seed"], weight_kg=r.weight_kg)
+        d = synthetic.subject_design(
+            r.subject_id,
+            r.sex,
+            r.height_cm,
+            r.smi,
+            cutoffs[r.sex],
+            cfg,
+            default_config["seed"],
+            weight_kg=r.weight_kg,
+        )
         vols = synthetic.target_volumes(d, cfg, LABELS)
-        rows.append({"sex": r.sex, "sarcopenia": float(r.smi < cutoffs[r.sex]),
-                     **{LABELS.name_of(c): v / (r.height_cm / 100) ** 2 for c, v in vols.items()}})
+        rows.append(
+            {
+                "sex": r.sex,
+                "sarcopenia": float(r.smi < cutoffs[r.sex]),
+                **{LABELS.name_of(c): v / (r.height_cm / 100) ** 2 for c, v in vols.items()},
+            }
+        )
     df = pd.DataFrame(rows)
     assert (df["sex"] == "M").sum() == 26 and (df["sex"] == "F").sum() == 43
     named = cfg["volume"]["named_muscles"]
@@ -226,8 +263,14 @@ def test_written_orientation_maps_back_to_the_ras_phantom(cfg, tiny_cfg, tmp_pat
         # Anatomy in RAS: glutei behind the quadriceps, the iliac bone above the knee.
         zz = np.broadcast_to(grid.z, label_ras.shape)
         yy = np.broadcast_to(grid.y[None, :, None], label_ras.shape)
-        assert zz[back.array == LABELS.id_of("iliac")].mean() > zz[back.array == LABELS.id_of("femur")].mean()
-        gm, rf = back.array == LABELS.id_of("gluteus_maximus"), back.array == LABELS.id_of("rectus_femoris")
+        assert (
+            zz[back.array == LABELS.id_of("iliac")].mean()
+            > zz[back.array == LABELS.id_of("femur")].mean()
+        )
+        gm, rf = (
+            back.array == LABELS.id_of("gluteus_maximus"),
+            back.array == LABELS.id_of("rectus_femoris"),
+        )
         assert yy[gm].mean() < yy[rf].mean()
     assert {"RAS", "LPS"} <= seen and len(seen) >= 3
 
@@ -256,8 +299,13 @@ def test_same_seed_and_subject_give_the_same_bytes_whatever_else_is_generated(ti
     write("SYN0200", "other")  # another subject in between changes nothing
     assert write("SYN0100", "b") == first
     assert write("SYN0101", "c") != first
-    other_seed = synthetic.generate_subject("SYN0100", "M", 168, 6.5, 7.0, tiny_cfg, SEED + 1, LABELS)
-    assert other_seed.design.length_mm != synthetic.subject_design("SYN0100", "M", 168, 6.5, 7.0, tiny_cfg, SEED).length_mm
+    other_seed = synthetic.generate_subject(
+        "SYN0100", "M", 168, 6.5, 7.0, tiny_cfg, SEED + 1, LABELS
+    )
+    assert (
+        other_seed.design.length_mm
+        != synthetic.subject_design("SYN0100", "M", 168, 6.5, 7.0, tiny_cfg, SEED).length_mm
+    )
 
 
 def test_the_grid_is_a_config_value(tiny_cfg):
@@ -269,7 +317,9 @@ def test_the_grid_is_a_config_value(tiny_cfg):
 def test_second_rater_disagrees_a_little_at_the_boundaries(tiny_cfg, cfg, man):
     _, _, label, grid = man
     muscles = [int(i) for i in LABELS.muscles["id"]]
-    second = synthetic.second_rater_labels(label, grid.spacing, np.random.default_rng(0), cfg["rater2"], muscles)
+    second = synthetic.second_rater_labels(
+        label, grid.spacing, np.random.default_rng(0), cfg["rater2"], muscles
+    )
     assert second.shape == label.shape and second.dtype == label.dtype
     changed = np.mean(second[label > 0] != label[label > 0])
     assert 0.01 < changed < 0.25
@@ -277,7 +327,9 @@ def test_second_rater_disagrees_a_little_at_the_boundaries(tiny_cfg, cfg, man):
         a, b = label == cid, second == cid
         dice = 2 * (a & b).sum() / (a.sum() + b.sum())
         assert dice > 0.6, (LABELS.name_of(cid), dice)
-    big = [LABELS.id_of(n) for n in ("vastus_lateralis", "adductor_magnus", "gluteus_maximus", "femur")]
+    big = [
+        LABELS.id_of(n) for n in ("vastus_lateralis", "adductor_magnus", "gluteus_maximus", "femur")
+    ]
     for cid in big:
         a, b = label == cid, second == cid
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.85
@@ -287,9 +339,17 @@ def test_second_rater_disagrees_a_little_at_the_boundaries(tiny_cfg, cfg, man):
 @pytest.mark.workflow
 def test_synthetic_rules_make_scans_truth_rater2_and_the_example_figure(tmp_path):
     tiny = REPO / "tests" / "config" / "tiny.yaml"
-    run_snakemake(tmp_path, "-j2", "results/synthetic/truth.tsv", "results/figures/phantom_example.png",
-                  "results/cohort/included.tsv", configfiles=[tiny])
-    included = pd.read_csv(tmp_path / "results/cohort/included.tsv", sep="\t", keep_default_na=False)
+    run_snakemake(
+        tmp_path,
+        "-j2",
+        "results/synthetic/truth.tsv",
+        "results/figures/phantom_example.png",
+        "results/cohort/included.tsv",
+        configfiles=[tiny],
+    )
+    included = pd.read_csv(
+        tmp_path / "results/cohort/included.tsv", sep="\t", keep_default_na=False
+    )
     truth = pd.read_csv(tmp_path / "results/synthetic/truth.tsv", sep="\t")
     assert set(truth["subject"]) == set(included["subject_id"])
     assert len(truth) == len(included) * (LABELS.n_classes - 1)

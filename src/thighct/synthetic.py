@@ -124,124 +124,377 @@ def _ellipsoid(u0, x, y, a, b, half_u, n=7, theta=0.0):
 
 
 def _arc(cx, cy, r, angles_deg):
-    return [c for a in angles_deg for c in (cx + r * math.cos(math.radians(a)), cy + r * math.sin(math.radians(a)))]
+    return [
+        c
+        for a in angles_deg
+        for c in (cx + r * math.cos(math.radians(a)), cy + r * math.sin(math.radians(a)))
+    ]
 
 
 # Muscles. Thigh muscles (frame femur): centre offsets from the femoral shaft axis.
 _MUSCLES = [
-    _E("sartorius", [
-        (0.93, -8, 52, 7, 5, 30), (0.89, -12, 60, 12, 6, 25), (0.82, -18, 66, 15, 7, 10),
-        (0.73, -24, 58, 15, 7, 0), (0.62, -32, 48, 15, 8, -25), (0.48, -40, 33, 14, 8, -45),
-        (0.33, -46, 15, 13, 8, -60), (0.18, -48, -6, 12, 8, -80), (0.03, -40, -24, 9, 6, -80)]),
-    _E("rectus_femoris", [
-        (0.87, -30, 36, 8, 6, 0), (0.82, -24, 46, 12, 9, 0), (0.74, -12, 50, 16, 12, 0),
-        (0.60, -4, 44, 18, 12, 0), (0.45, 2, 38, 18, 11, 0), (0.30, 4, 32, 16, 9, 0),
-        (0.18, 2, 30, 12, 7, 0), (0.11, 0, 30, 8, 5, 0)]),
-    _E("vastus_lateralis", [
-        (0.80, 30, 4, 12, 8, 90), (0.74, 32, 2, 30, 15, 90), (0.60, 31, -2, 34, 15, 95),
-        (0.45, 29, -2, 32, 15, 100), (0.30, 26, 0, 26, 13, 105), (0.18, 24, 5, 18, 10, 110),
-        (0.09, 18, 14, 9, 6, 120)]),
-    _E("vastus_intermedius", [
-        (0.74, 6, 10, 20, 16, 0), (0.60, 6, 11, 23, 19, 0), (0.45, 5, 11, 23, 19, 0),
-        (0.30, 4, 11, 22, 18, 0), (0.18, 1, 12, 18, 14, 0), (0.10, 0, 16, 10, 7, 0)]),
-    _E("vastus_medialis", [
-        (0.72, -14, 13, 8, 6, 60), (0.60, -20, 17, 13, 9, 60), (0.45, -22, 16, 19, 12, 60),
-        (0.30, -24, 10, 23, 16, 60), (0.18, -24, 6, 22, 16, 50), (0.07, -16, 14, 12, 9, 30)]),
-    _E("adductor_longus", [
-        (0.775, -92, 44, 8, 6, 45), (0.72, -78, 38, 18, 11, 50), (0.65, -62, 30, 23, 13, 55),
-        (0.55, -47, 20, 21, 12, 60), (0.45, -36, 6, 17, 10, 70), (0.38, -26, -4, 9, 6, 80)]),
-    _E("adductor_brevis", [
-        (0.765, -88, 24, 8, 6, 45), (0.72, -74, 16, 17, 12, 40), (0.65, -56, 8, 20, 13, 35),
-        (0.58, -38, -2, 16, 11, 30), (0.53, -24, -10, 8, 6, 30)]),
-    _E("adductor_magnus", [
-        (0.745, -72, -28, 13, 9, 20), (0.68, -60, -24, 30, 19, 25), (0.58, -44, -22, 32, 19, 30),
-        (0.45, -32, -22, 29, 18, 35), (0.30, -28, -18, 22, 15, 45), (0.18, -26, -12, 14, 9, 60),
-        (0.12, -22, -8, 7, 5, 70)]),
-    _E("gracilis", [
-        (0.765, -104, 24, 8, 5, 80), (0.70, -90, 8, 16, 8, 80), (0.60, -73, -4, 15, 7, 80),
-        (0.45, -60, -12, 13, 7, 80), (0.30, -55, -18, 11, 7, 80), (0.15, -50, -24, 9, 6, 70),
-        (0.03, -40, -28, 6, 5, 60)]),
-    _E("pectineus", [
-        (0.80, -80, 47, 8, 5, 30), (0.77, -71, 39, 16, 8, 30), (0.73, -55, 27, 19, 11, 40),
-        (0.69, -34, 12, 12, 7, 50), (0.66, -22, 2, 6, 5, 50)]),
-    _E("gluteus_maximus", [
-        (0.99, 55, -95, 14, 8, 45), (0.94, 72, -99, 36, 18, 35), (0.88, 87, -95, 52, 24, 30),
-        (0.82, 100, -78, 58, 23, 28), (0.76, 112, -66, 54, 23, 32), (0.71, 128, -54, 42, 22, 42),
-        (0.665, 140, -42, 16, 10, 55)], frame="side"),
-    _E("gluteus_medius", [
-        (0.995, 128, -30, 20, 8, 80), (0.95, 144, -22, 42, 20, 78), (0.90, 147, -16, 46, 22, 78),
-        (0.86, 149, -14, 38, 19, 82), (0.82, 150, -10, 22, 12, 85), (0.79, 152, -8, 10, 7, 90)],
-        frame="side"),
-    _E("gluteus_minimus", [
-        (0.93, 122, -4, 20, 7, 72), (0.88, 127, 0, 30, 12, 76), (0.84, 131, 6, 22, 9, 80),
-        (0.80, 140, 6, 10, 7, 80)], frame="side"),
-    _E("tensor_fasciae_latae", [
-        (0.93, 130, 40, 7, 5, 60), (0.88, 140, 36, 14, 8, 60), (0.80, 158, 28, 16, 9, 70),
-        (0.73, 163, 25, 14, 8, 70), (0.68, 165, 19, 7, 5, 75)], frame="side"),
-    _E("piriformis", [
-        (0.91, 35, -62, 12, 8, 20), (0.87, 60, -56, 24, 10, 20), (0.84, 94, -46, 30, 10, 20),
-        (0.81, 124, -30, 15, 7, 25)], frame="side"),
-    _E("obturator_internus", [
-        (0.86, 46, -16, 12, 6, 90), (0.82, 46, -6, 24, 9, 90), (0.78, 44, 4, 24, 10, 82),
-        (0.75, 40, 10, 12, 7, 72)], frame="side"),
-    _E("obturator_externus", [
-        (0.80, 62, 20, 10, 6, 0), (0.77, 76, 10, 22, 9, -10), (0.745, 90, -4, 24, 9, -15),
-        (0.73, 100, -12, 12, 6, -15)], frame="side"),
-    _E("quadratus_femoris", [
-        (0.775, 88, -36, 10, 6, 0), (0.75, 98, -33, 22, 9, 5), (0.725, 104, -31, 20, 8, 5),
-        (0.705, 108, -30, 8, 5, 5)], frame="side"),
-    _E("semitendinosus", [
-        (0.74, -62, -40, 8, 6, 0), (0.68, -50, -48, 16, 12, 10), (0.58, -30, -54, 17, 12, 10),
-        (0.45, -10, -55, 16, 12, 0), (0.30, -14, -52, 14, 11, -10), (0.18, -24, -44, 10, 8, -20),
-        (0.05, -36, -32, 6, 5, -30)]),
-    _E("semimembranosus", [
-        (0.72, -52, -40, 9, 7, 20), (0.66, -46, -42, 12, 8, 25), (0.62, -42, -42, 14, 9, 30), (0.45, -28, -44, 17, 11, 20),
-        (0.30, -32, -38, 20, 15, 10), (0.18, -34, -30, 18, 14, 0), (0.06, -34, -24, 10, 8, 0)]),
-    _E("biceps_femoris", [
-        (0.73, -50, -44, 8, 6, 0), (0.66, -30, -48, 16, 12, 0), (0.55, -5, -45, 18, 12, -10),
-        (0.45, 14, -38, 20, 13, -30), (0.30, 20, -32, 20, 14, -40), (0.15, 26, -24, 16, 12, -50),
-        (0.02, 30, -18, 9, 7, -60)]),
-    _E("iliacus", [
-        (1.0, 95, -2, 20, 6, 60), (0.96, 88, 1, 36, 14, 55), (0.91, 82, 6, 38, 16, 55),
-        (0.87, 84, 17, 27, 14, 40), (0.84, 84, 27, 18, 11, 20)], frame="side"),
-    _E("iliopsoas", [
-        (0.86, 78, 30, 14, 10, 20), (0.83, 80, 38, 23, 14, 10), (0.80, 82, 38, 21, 13, 0),
-        (0.76, 100, 22, 18, 12, 30), (0.73, 110, 5, 12, 9, 50), (0.71, 116, -8, 6, 5, 50)],
-        frame="side"),
-    _E("abdominal_oblique", [
-        (1.05, 150, 12, 36, 10, 95), (1.0, 150, 10, 35, 10, 95), (0.95, 146, 16, 28, 9, 95),
-        (0.91, 140, 25, 12, 6, 90)], frame="side"),
-    _E("abdominal_oblique", [
-        (1.05, 112, 88, 36, 9, 40), (1.0, 114, 85, 35, 9, 40), (0.95, 110, 88, 30, 8, 35),
-        (0.91, 104, 84, 15, 6, 35)], frame="side"),
-    _E("multifidus", [
-        (1.05, 22, -84, 16, 14, 90), (1.0, 22, -86, 16, 14, 90), (0.95, 20, -90, 17, 13, 90),
-        (0.90, 18, -92, 14, 10, 90), (0.86, 15, -92, 7, 6, 90)], frame="side"),
-    _E("rectus_abdominis", [
-        (1.05, 36, 110, 28, 9, 0), (1.0, 35, 108, 28, 9, 0), (0.93, 32, 104, 25, 9, 5),
-        (0.86, 25, 84, 18, 9, 10), (0.81, 18, 64, 12, 7, 10), (0.79, 14, 57, 6, 5, 10)],
-        frame="side"),
-    _E("psoas", [
-        (1.05, 42, -24, 22, 18, 60), (1.0, 45, -20, 22, 18, 60), (0.95, 55, -5, 22, 17, 55),
-        (0.90, 65, 12, 20, 15, 45), (0.86, 72, 22, 14, 11, 40)], frame="side"),
+    _E(
+        "sartorius",
+        [
+            (0.93, -8, 52, 7, 5, 30),
+            (0.89, -12, 60, 12, 6, 25),
+            (0.82, -18, 66, 15, 7, 10),
+            (0.73, -24, 58, 15, 7, 0),
+            (0.62, -32, 48, 15, 8, -25),
+            (0.48, -40, 33, 14, 8, -45),
+            (0.33, -46, 15, 13, 8, -60),
+            (0.18, -48, -6, 12, 8, -80),
+            (0.03, -40, -24, 9, 6, -80),
+        ],
+    ),
+    _E(
+        "rectus_femoris",
+        [
+            (0.87, -30, 36, 8, 6, 0),
+            (0.82, -24, 46, 12, 9, 0),
+            (0.74, -12, 50, 16, 12, 0),
+            (0.60, -4, 44, 18, 12, 0),
+            (0.45, 2, 38, 18, 11, 0),
+            (0.30, 4, 32, 16, 9, 0),
+            (0.18, 2, 30, 12, 7, 0),
+            (0.11, 0, 30, 8, 5, 0),
+        ],
+    ),
+    _E(
+        "vastus_lateralis",
+        [
+            (0.80, 30, 4, 12, 8, 90),
+            (0.74, 32, 2, 30, 15, 90),
+            (0.60, 31, -2, 34, 15, 95),
+            (0.45, 29, -2, 32, 15, 100),
+            (0.30, 26, 0, 26, 13, 105),
+            (0.18, 24, 5, 18, 10, 110),
+            (0.09, 18, 14, 9, 6, 120),
+        ],
+    ),
+    _E(
+        "vastus_intermedius",
+        [
+            (0.74, 6, 10, 20, 16, 0),
+            (0.60, 6, 11, 23, 19, 0),
+            (0.45, 5, 11, 23, 19, 0),
+            (0.30, 4, 11, 22, 18, 0),
+            (0.18, 1, 12, 18, 14, 0),
+            (0.10, 0, 16, 10, 7, 0),
+        ],
+    ),
+    _E(
+        "vastus_medialis",
+        [
+            (0.72, -14, 13, 8, 6, 60),
+            (0.60, -20, 17, 13, 9, 60),
+            (0.45, -22, 16, 19, 12, 60),
+            (0.30, -24, 10, 23, 16, 60),
+            (0.18, -24, 6, 22, 16, 50),
+            (0.07, -16, 14, 12, 9, 30),
+        ],
+    ),
+    _E(
+        "adductor_longus",
+        [
+            (0.775, -92, 44, 8, 6, 45),
+            (0.72, -78, 38, 18, 11, 50),
+            (0.65, -62, 30, 23, 13, 55),
+            (0.55, -47, 20, 21, 12, 60),
+            (0.45, -36, 6, 17, 10, 70),
+            (0.38, -26, -4, 9, 6, 80),
+        ],
+    ),
+    _E(
+        "adductor_brevis",
+        [
+            (0.765, -88, 24, 8, 6, 45),
+            (0.72, -74, 16, 17, 12, 40),
+            (0.65, -56, 8, 20, 13, 35),
+            (0.58, -38, -2, 16, 11, 30),
+            (0.53, -24, -10, 8, 6, 30),
+        ],
+    ),
+    _E(
+        "adductor_magnus",
+        [
+            (0.745, -72, -28, 13, 9, 20),
+            (0.68, -60, -24, 30, 19, 25),
+            (0.58, -44, -22, 32, 19, 30),
+            (0.45, -32, -22, 29, 18, 35),
+            (0.30, -28, -18, 22, 15, 45),
+            (0.18, -26, -12, 14, 9, 60),
+            (0.12, -22, -8, 7, 5, 70),
+        ],
+    ),
+    _E(
+        "gracilis",
+        [
+            (0.765, -104, 24, 8, 5, 80),
+            (0.70, -90, 8, 16, 8, 80),
+            (0.60, -73, -4, 15, 7, 80),
+            (0.45, -60, -12, 13, 7, 80),
+            (0.30, -55, -18, 11, 7, 80),
+            (0.15, -50, -24, 9, 6, 70),
+            (0.03, -40, -28, 6, 5, 60),
+        ],
+    ),
+    _E(
+        "pectineus",
+        [
+            (0.80, -80, 47, 8, 5, 30),
+            (0.77, -71, 39, 16, 8, 30),
+            (0.73, -55, 27, 19, 11, 40),
+            (0.69, -34, 12, 12, 7, 50),
+            (0.66, -22, 2, 6, 5, 50),
+        ],
+    ),
+    _E(
+        "gluteus_maximus",
+        [
+            (0.99, 55, -95, 14, 8, 45),
+            (0.94, 72, -99, 36, 18, 35),
+            (0.88, 87, -95, 52, 24, 30),
+            (0.82, 100, -78, 58, 23, 28),
+            (0.76, 112, -66, 54, 23, 32),
+            (0.71, 128, -54, 42, 22, 42),
+            (0.665, 140, -42, 16, 10, 55),
+        ],
+        frame="side",
+    ),
+    _E(
+        "gluteus_medius",
+        [
+            (0.995, 128, -30, 20, 8, 80),
+            (0.95, 144, -22, 42, 20, 78),
+            (0.90, 147, -16, 46, 22, 78),
+            (0.86, 149, -14, 38, 19, 82),
+            (0.82, 150, -10, 22, 12, 85),
+            (0.79, 152, -8, 10, 7, 90),
+        ],
+        frame="side",
+    ),
+    _E(
+        "gluteus_minimus",
+        [
+            (0.93, 122, -4, 20, 7, 72),
+            (0.88, 127, 0, 30, 12, 76),
+            (0.84, 131, 6, 22, 9, 80),
+            (0.80, 140, 6, 10, 7, 80),
+        ],
+        frame="side",
+    ),
+    _E(
+        "tensor_fasciae_latae",
+        [
+            (0.93, 130, 40, 7, 5, 60),
+            (0.88, 140, 36, 14, 8, 60),
+            (0.80, 158, 28, 16, 9, 70),
+            (0.73, 163, 25, 14, 8, 70),
+            (0.68, 165, 19, 7, 5, 75),
+        ],
+        frame="side",
+    ),
+    _E(
+        "piriformis",
+        [
+            (0.91, 35, -62, 12, 8, 20),
+            (0.87, 60, -56, 24, 10, 20),
+            (0.84, 94, -46, 30, 10, 20),
+            (0.81, 124, -30, 15, 7, 25),
+        ],
+        frame="side",
+    ),
+    _E(
+        "obturator_internus",
+        [
+            (0.86, 46, -16, 12, 6, 90),
+            (0.82, 46, -6, 24, 9, 90),
+            (0.78, 44, 4, 24, 10, 82),
+            (0.75, 40, 10, 12, 7, 72),
+        ],
+        frame="side",
+    ),
+    _E(
+        "obturator_externus",
+        [
+            (0.80, 62, 20, 10, 6, 0),
+            (0.77, 76, 10, 22, 9, -10),
+            (0.745, 90, -4, 24, 9, -15),
+            (0.73, 100, -12, 12, 6, -15),
+        ],
+        frame="side",
+    ),
+    _E(
+        "quadratus_femoris",
+        [
+            (0.775, 88, -36, 10, 6, 0),
+            (0.75, 98, -33, 22, 9, 5),
+            (0.725, 104, -31, 20, 8, 5),
+            (0.705, 108, -30, 8, 5, 5),
+        ],
+        frame="side",
+    ),
+    _E(
+        "semitendinosus",
+        [
+            (0.74, -62, -40, 8, 6, 0),
+            (0.68, -50, -48, 16, 12, 10),
+            (0.58, -30, -54, 17, 12, 10),
+            (0.45, -10, -55, 16, 12, 0),
+            (0.30, -14, -52, 14, 11, -10),
+            (0.18, -24, -44, 10, 8, -20),
+            (0.05, -36, -32, 6, 5, -30),
+        ],
+    ),
+    _E(
+        "semimembranosus",
+        [
+            (0.72, -52, -40, 9, 7, 20),
+            (0.66, -46, -42, 12, 8, 25),
+            (0.62, -42, -42, 14, 9, 30),
+            (0.45, -28, -44, 17, 11, 20),
+            (0.30, -32, -38, 20, 15, 10),
+            (0.18, -34, -30, 18, 14, 0),
+            (0.06, -34, -24, 10, 8, 0),
+        ],
+    ),
+    _E(
+        "biceps_femoris",
+        [
+            (0.73, -50, -44, 8, 6, 0),
+            (0.66, -30, -48, 16, 12, 0),
+            (0.55, -5, -45, 18, 12, -10),
+            (0.45, 14, -38, 20, 13, -30),
+            (0.30, 20, -32, 20, 14, -40),
+            (0.15, 26, -24, 16, 12, -50),
+            (0.02, 30, -18, 9, 7, -60),
+        ],
+    ),
+    _E(
+        "iliacus",
+        [
+            (1.0, 95, -2, 20, 6, 60),
+            (0.96, 88, 1, 36, 14, 55),
+            (0.91, 82, 6, 38, 16, 55),
+            (0.87, 84, 17, 27, 14, 40),
+            (0.84, 84, 27, 18, 11, 20),
+        ],
+        frame="side",
+    ),
+    _E(
+        "iliopsoas",
+        [
+            (0.86, 78, 30, 14, 10, 20),
+            (0.83, 80, 38, 23, 14, 10),
+            (0.80, 82, 38, 21, 13, 0),
+            (0.76, 100, 22, 18, 12, 30),
+            (0.73, 110, 5, 12, 9, 50),
+            (0.71, 116, -8, 6, 5, 50),
+        ],
+        frame="side",
+    ),
+    _E(
+        "abdominal_oblique",
+        [
+            (1.05, 150, 12, 36, 10, 95),
+            (1.0, 150, 10, 35, 10, 95),
+            (0.95, 146, 16, 28, 9, 95),
+            (0.91, 140, 25, 12, 6, 90),
+        ],
+        frame="side",
+    ),
+    _E(
+        "abdominal_oblique",
+        [
+            (1.05, 112, 88, 36, 9, 40),
+            (1.0, 114, 85, 35, 9, 40),
+            (0.95, 110, 88, 30, 8, 35),
+            (0.91, 104, 84, 15, 6, 35),
+        ],
+        frame="side",
+    ),
+    _E(
+        "multifidus",
+        [
+            (1.05, 22, -84, 16, 14, 90),
+            (1.0, 22, -86, 16, 14, 90),
+            (0.95, 20, -90, 17, 13, 90),
+            (0.90, 18, -92, 14, 10, 90),
+            (0.86, 15, -92, 7, 6, 90),
+        ],
+        frame="side",
+    ),
+    _E(
+        "rectus_abdominis",
+        [
+            (1.05, 36, 110, 28, 9, 0),
+            (1.0, 35, 108, 28, 9, 0),
+            (0.93, 32, 104, 25, 9, 5),
+            (0.86, 25, 84, 18, 9, 10),
+            (0.81, 18, 64, 12, 7, 10),
+            (0.79, 14, 57, 6, 5, 10),
+        ],
+        frame="side",
+    ),
+    _E(
+        "psoas",
+        [
+            (1.05, 42, -24, 22, 18, 60),
+            (1.0, 45, -20, 22, 18, 60),
+            (0.95, 55, -5, 22, 17, 55),
+            (0.90, 65, 12, 20, 15, 45),
+            (0.86, 72, 22, 14, 11, 40),
+        ],
+        frame="side",
+    ),
     # Muscles that are not among the 27 classes: they look like muscle and are labelled 0.
-    _E("gastrocnemius_medial", [(-0.20, -22, -30, 16, 12, 0), (0.0, -24, -34, 15, 11, 0),
-                                (0.07, -24, -30, 8, 6, 0)], layer="unlabelled"),
-    _E("gastrocnemius_lateral", [(-0.20, 20, -28, 13, 10, 0), (0.0, 20, -30, 12, 9, 0),
-                                 (0.06, 20, -26, 7, 5, 0)], layer="unlabelled"),
-    _E("erector_spinae", [(1.05, 48, -82, 20, 14, 20), (0.98, 46, -84, 16, 11, 20),
-                          (0.93, 40, -86, 8, 6, 20)], layer="unlabelled", frame="side"),
+    _E(
+        "gastrocnemius_medial",
+        [(-0.20, -22, -30, 16, 12, 0), (0.0, -24, -34, 15, 11, 0), (0.07, -24, -30, 8, 6, 0)],
+        layer="unlabelled",
+    ),
+    _E(
+        "gastrocnemius_lateral",
+        [(-0.20, 20, -28, 13, 10, 0), (0.0, 20, -30, 12, 9, 0), (0.06, 20, -26, 7, 5, 0)],
+        layer="unlabelled",
+    ),
+    _E(
+        "erector_spinae",
+        [(1.05, 48, -82, 20, 14, 20), (0.98, 46, -84, 16, 11, 20), (0.93, 40, -86, 8, 6, 20)],
+        layer="unlabelled",
+        frame="side",
+    ),
 ]
 
 _FEMUR = [
-    _E("femur", [(0.80, 0, 0, 16, 16, 0), (0.72, 0, 0, 15, 15, 0), (0.55, 0, 0, 13, 13, 0),
-                 (0.30, 0, 0, 13, 13, 0), (0.17, 0, -1, 15, 14, 0), (0.11, 0, -3, 24, 19, 0),
-                 (0.06, 0, -6, 35, 25, 0), (0.02, 0, -8, 39, 27, 0), (0.0, 0, -8, 36, 24, 0)],
-       layer="femur"),
+    _E(
+        "femur",
+        [
+            (0.80, 0, 0, 16, 16, 0),
+            (0.72, 0, 0, 15, 15, 0),
+            (0.55, 0, 0, 13, 13, 0),
+            (0.30, 0, 0, 13, 13, 0),
+            (0.17, 0, -1, 15, 14, 0),
+            (0.11, 0, -3, 24, 19, 0),
+            (0.06, 0, -6, 35, 25, 0),
+            (0.02, 0, -8, 39, 27, 0),
+            (0.0, 0, -8, 36, 24, 0),
+        ],
+        layer="femur",
+    ),
     _E("femur", _ellipsoid(U_HIP, 85, 0, 23, 23, 0.044, n=9), layer="femur", frame="side"),
-    _E("femur", [(0.815, 96, 1, 15, 12, -15), (0.80, 105, -2, 25, 14, -12),
-                 (0.785, 115, -5, 22, 14, -10), (0.77, 124, -7, 15, 14, 0)],
-       layer="femur", frame="side"),
+    _E(
+        "femur",
+        [
+            (0.815, 96, 1, 15, 12, -15),
+            (0.80, 105, -2, 25, 14, -12),
+            (0.785, 115, -5, 22, 14, -10),
+            (0.77, 124, -7, 15, 14, 0),
+        ],
+        layer="femur",
+        frame="side",
+    ),
     _E("femur", _ellipsoid(0.80, 141, -12, 17, 20, 0.035), layer="femur", frame="side"),
     _E("femur", _ellipsoid(0.725, -14, -14, 8, 8, 0.015, n=5), layer="femur"),
 ]
@@ -252,102 +505,257 @@ def _B(name, keys, layer="iliac", side=True):
 
 
 _ILIAC = [
-    _B("iliac", [  # the wing: sacroiliac joint -> anterior superior spine
-        (1.005, 5, 75, -60, 100, -35, 125, -5, 135, 25),
-        (0.99, 6, 55, -64, 90, -44, 124, -10, 130, 30),
-        (0.95, 5, 50, -60, 85, -42, 118, -12, 125, 35),
-        (0.91, 5, 50, -56, 80, -38, 110, -12, 120, 40),
-        (0.88, 6, 55, -50, 78, -35, 102, -12, 108, 25),
-        (0.85, 8, 65, -42, 80, -32, 98, -15, 104, 10)]),
-    _B("iliac", [  # acetabulum: a cup medial to the femoral head, open laterally
-        (0.852, 5, *_arc(85, 0, 16, (60, 120, 180, 240, 300))),
-        (0.83, 6, *_arc(85, 0, 30, (65, 120, 180, 240, 295))),
-        (0.81, 6, *_arc(85, 0, 33, (70, 120, 180, 240, 290))),
-        (0.79, 6, *_arc(85, 0, 30, (75, 120, 180, 240, 285))),
-        (0.772, 5, *_arc(85, 0, 22, (90, 130, 180, 230, 270)))]),
-    _B("iliac", [  # posterior column down to the ischial tuberosity
-        (0.80, 8, 80, -30, 68, -42), (0.76, 9, 72, -35, 60, -48),
-        (0.725, 10, 62, -42, 55, -50), (0.712, 5, 60, -44, 55, -50)]),
-    _B("iliac", [  # superior pubic ramus
-        (0.805, 4, 80, 25, 45, 40, 12, 52), (0.79, 7, 80, 25, 45, 40, 12, 52),
-        (0.775, 7, 78, 22, 45, 38, 12, 50), (0.765, 4, 75, 20, 45, 36, 12, 48)]),
-    _B("iliac", [  # inferior pubic and ischial ramus
-        (0.772, 4, 12, 45, 35, 0, 58, -38), (0.755, 5, 12, 45, 35, 0, 58, -38),
-        (0.74, 5, 14, 42, 36, -2, 58, -40), (0.725, 4, 16, 38, 38, -4, 58, -42)]),
+    _B(
+        "iliac",
+        [  # the wing: sacroiliac joint -> anterior superior spine
+            (1.005, 5, 75, -60, 100, -35, 125, -5, 135, 25),
+            (0.99, 6, 55, -64, 90, -44, 124, -10, 130, 30),
+            (0.95, 5, 50, -60, 85, -42, 118, -12, 125, 35),
+            (0.91, 5, 50, -56, 80, -38, 110, -12, 120, 40),
+            (0.88, 6, 55, -50, 78, -35, 102, -12, 108, 25),
+            (0.85, 8, 65, -42, 80, -32, 98, -15, 104, 10),
+        ],
+    ),
+    _B(
+        "iliac",
+        [  # acetabulum: a cup medial to the femoral head, open laterally
+            (0.852, 5, *_arc(85, 0, 16, (60, 120, 180, 240, 300))),
+            (0.83, 6, *_arc(85, 0, 30, (65, 120, 180, 240, 295))),
+            (0.81, 6, *_arc(85, 0, 33, (70, 120, 180, 240, 290))),
+            (0.79, 6, *_arc(85, 0, 30, (75, 120, 180, 240, 285))),
+            (0.772, 5, *_arc(85, 0, 22, (90, 130, 180, 230, 270))),
+        ],
+    ),
+    _B(
+        "iliac",
+        [  # posterior column down to the ischial tuberosity
+            (0.80, 8, 80, -30, 68, -42),
+            (0.76, 9, 72, -35, 60, -48),
+            (0.725, 10, 62, -42, 55, -50),
+            (0.712, 5, 60, -44, 55, -50),
+        ],
+    ),
+    _B(
+        "iliac",
+        [  # superior pubic ramus
+            (0.805, 4, 80, 25, 45, 40, 12, 52),
+            (0.79, 7, 80, 25, 45, 40, 12, 52),
+            (0.775, 7, 78, 22, 45, 38, 12, 50),
+            (0.765, 4, 75, 20, 45, 36, 12, 48),
+        ],
+    ),
+    _B(
+        "iliac",
+        [  # inferior pubic and ischial ramus
+            (0.772, 4, 12, 45, 35, 0, 58, -38),
+            (0.755, 5, 12, 45, 35, 0, 58, -38),
+            (0.74, 5, 14, 42, 36, -2, 58, -40),
+            (0.725, 4, 16, 38, 38, -4, 58, -42),
+        ],
+    ),
 ]
 
 _BONE = [
-    _B("sacrum", [
-        (0.97, 15, -48, -45, -25, -62, 0, -68, 25, -62, 48, -45),
-        (0.93, 14, -48, -48, -25, -64, 0, -70, 25, -64, 48, -48),
-        (0.89, 11, -40, -55, -20, -68, 0, -73, 20, -68, 40, -55),
-        (0.86, 8, -30, -65, -15, -75, 0, -78, 15, -75, 30, -65),
-        (0.82, 6, -10, -84, -5, -86, 0, -88, 5, -86, 10, -84),
-        (0.80, 3, -6, -88, -3, -89, 0, -90, 3, -89, 6, -88)], layer="bone", side=False),
-    _E("l5_body", [(0.97, 0, -32, 24, 18, 0), (1.06, 0, -32, 26, 19, 0)], layer="bone",
-       frame="side", side=False),
-    _B("l5_arch", [(0.97, 5, -16, -55, 0, -72, 16, -55), (1.06, 5, -16, -55, 0, -74, 16, -55)],
-       layer="bone", side=False),
-    _E("tibia", [(-0.30, 0, -5, 22, 20, 0), (-0.10, 0, -5, 26, 22, 0), (-0.03, 0, -6, 35, 25, 0),
-                 (-0.008, 0, -6, 37, 26, 0)], layer="bone"),
+    _B(
+        "sacrum",
+        [
+            (0.97, 15, -48, -45, -25, -62, 0, -68, 25, -62, 48, -45),
+            (0.93, 14, -48, -48, -25, -64, 0, -70, 25, -64, 48, -48),
+            (0.89, 11, -40, -55, -20, -68, 0, -73, 20, -68, 40, -55),
+            (0.86, 8, -30, -65, -15, -75, 0, -78, 15, -75, 30, -65),
+            (0.82, 6, -10, -84, -5, -86, 0, -88, 5, -86, 10, -84),
+            (0.80, 3, -6, -88, -3, -89, 0, -90, 3, -89, 6, -88),
+        ],
+        layer="bone",
+        side=False,
+    ),
+    _E(
+        "l5_body",
+        [(0.97, 0, -32, 24, 18, 0), (1.06, 0, -32, 26, 19, 0)],
+        layer="bone",
+        frame="side",
+        side=False,
+    ),
+    _B(
+        "l5_arch",
+        [(0.97, 5, -16, -55, 0, -72, 16, -55), (1.06, 5, -16, -55, 0, -74, 16, -55)],
+        layer="bone",
+        side=False,
+    ),
+    _E(
+        "tibia",
+        [
+            (-0.30, 0, -5, 22, 20, 0),
+            (-0.10, 0, -5, 26, 22, 0),
+            (-0.03, 0, -6, 35, 25, 0),
+            (-0.008, 0, -6, 37, 26, 0),
+        ],
+        layer="bone",
+    ),
     _E("fibula", [(-0.30, 30, -20, 8, 8, 0), (-0.03, 32, -20, 10, 9, 0)], layer="bone"),
     _E("patella", _ellipsoid(0.06, 0, 32, 20, 9, 0.04, n=7), layer="bone"),
 ]
 
 _FASCIA = [
-    Track("leg", "fascia", "quad", (
-        (-0.30, 0, -12, 40, 40, 36, 46), (-0.02, 0, -8, 50, 54, 44, 56),
-        (0.06, -2, -8, 50, 56, 48, 56), (0.15, -6, -10, 50, 60, 46, 56),
-        (0.30, -8, -10, 50, 62, 46, 58), (0.45, -8, -11, 50, 63, 52, 60),
-        (0.60, -12, -11, 60, 72, 58, 64), (0.70, -18, -8, 72, 92, 74, 70),
-        (0.78, -22, -10, 76, 96, 80, 76)), True, "femur"),
-    Track("hip", "fascia", "quad", (
-        (0.68, 100, -20, 50, 50, 50, 60),
-        (0.76, 108, -15, 62, 75, 72, 88), (0.82, 108, -17, 58, 62, 86, 96),
-        (0.90, 106, -22, 60, 62, 76, 92), (0.97, 102, -26, 64, 60, 72, 82),
-        (1.06, 98, -30, 66, 58, 66, 72)), True, "side"),
-    Track("trunk", "fascia", "quad", (
-        (0.71, 0, -20, 20, 20, 25, 40), (0.74, 0, -15, 45, 45, 45, 75),
-        (0.78, 0, -10, 90, 90, 62, 95), (0.82, 0, -5, 140, 140, 75, 105),
-        (0.88, 0, 0, 160, 160, 96, 112), (0.95, 0, 5, 165, 165, 112, 114),
-        (1.06, 0, 5, 160, 160, 116, 112)), False, "side"),
+    Track(
+        "leg",
+        "fascia",
+        "quad",
+        (
+            (-0.30, 0, -12, 40, 40, 36, 46),
+            (-0.02, 0, -8, 50, 54, 44, 56),
+            (0.06, -2, -8, 50, 56, 48, 56),
+            (0.15, -6, -10, 50, 60, 46, 56),
+            (0.30, -8, -10, 50, 62, 46, 58),
+            (0.45, -8, -11, 50, 63, 52, 60),
+            (0.60, -12, -11, 60, 72, 58, 64),
+            (0.70, -18, -8, 72, 92, 74, 70),
+            (0.78, -22, -10, 76, 96, 80, 76),
+        ),
+        True,
+        "femur",
+    ),
+    Track(
+        "hip",
+        "fascia",
+        "quad",
+        (
+            (0.68, 100, -20, 50, 50, 50, 60),
+            (0.76, 108, -15, 62, 75, 72, 88),
+            (0.82, 108, -17, 58, 62, 86, 96),
+            (0.90, 106, -22, 60, 62, 76, 92),
+            (0.97, 102, -26, 64, 60, 72, 82),
+            (1.06, 98, -30, 66, 58, 66, 72),
+        ),
+        True,
+        "side",
+    ),
+    Track(
+        "trunk",
+        "fascia",
+        "quad",
+        (
+            (0.71, 0, -20, 20, 20, 25, 40),
+            (0.74, 0, -15, 45, 45, 45, 75),
+            (0.78, 0, -10, 90, 90, 62, 95),
+            (0.82, 0, -5, 140, 140, 75, 105),
+            (0.88, 0, 0, 160, 160, 96, 112),
+            (0.95, 0, 5, 165, 165, 112, 114),
+            (1.06, 0, 5, 160, 160, 116, 112),
+        ),
+        False,
+        "side",
+    ),
 ]
 
 # Fat that pushes muscle aside (label 0): neurovascular sleeves, popliteal and ischioanal fossae.
-_FEMORAL_PATH = [(0.95, 52, 20), (0.86, 58, 36), (0.80, 60, 44), (0.72, 68, 32), (0.62, 78, 27),
-                 (0.48, 82, 18), (0.33, 80, -4), (0.20, 92, -34), (0.10, 96, -38), (-0.1, 98, -38)]
-_SCIATIC_PATH = [(0.87, 84, -58), (0.80, 100, -46), (0.72, 104, -44), (0.55, 112, -44),
-                 (0.35, 106, -44), (0.20, 100, -42), (0.10, 98, -44)]
+_FEMORAL_PATH = [
+    (0.95, 52, 20),
+    (0.86, 58, 36),
+    (0.80, 60, 44),
+    (0.72, 68, 32),
+    (0.62, 78, 27),
+    (0.48, 82, 18),
+    (0.33, 80, -4),
+    (0.20, 92, -34),
+    (0.10, 96, -38),
+    (-0.1, 98, -38),
+]
+_SCIATIC_PATH = [
+    (0.87, 84, -58),
+    (0.80, 100, -46),
+    (0.72, 104, -44),
+    (0.55, 112, -44),
+    (0.35, 106, -44),
+    (0.20, 100, -42),
+    (0.10, 98, -44),
+]
 
 
 def _tube(name, path, r, layer, tissue="", frame="side"):
-    return _E(name, [(u, x, y, r, r, 0) for u, x, y in path], layer=layer, frame=frame, tissue=tissue)
+    return _E(
+        name, [(u, x, y, r, r, 0) for u, x, y in path], layer=layer, frame=frame, tissue=tissue
+    )
 
 
 _FAT = [
     _tube("femoral_sheath", _FEMORAL_PATH, 9.0, "fat"),
     _tube("sciatic_sheath", _SCIATIC_PATH, 7.0, "fat"),
-    _E("popliteal_fossa", [(-0.05, -4, -30, 14, 10, 0), (0.04, -4, -34, 20, 13, 0),
-                           (0.12, -6, -32, 16, 10, 0), (0.18, -6, -30, 6, 5, 0)], layer="fat"),
-    _E("ischioanal_fossa", [(0.70, 40, -50, 12, 10, 60), (0.74, 38, -54, 20, 15, 60),
-                            (0.78, 36, -58, 18, 16, 60), (0.81, 32, -62, 8, 8, 60)],
-       layer="fat", frame="side"),
+    _E(
+        "popliteal_fossa",
+        [
+            (-0.05, -4, -30, 14, 10, 0),
+            (0.04, -4, -34, 20, 13, 0),
+            (0.12, -6, -32, 16, 10, 0),
+            (0.18, -6, -30, 6, 5, 0),
+        ],
+        layer="fat",
+    ),
+    _E(
+        "ischioanal_fossa",
+        [
+            (0.70, 40, -50, 12, 10, 60),
+            (0.74, 38, -54, 20, 15, 60),
+            (0.78, 36, -58, 18, 16, 60),
+            (0.81, 32, -62, 8, 8, 60),
+        ],
+        layer="fat",
+        frame="side",
+    ),
 ]
 _SOFT = [
+    # Cartilage and capsule around the femoral head keep muscle out of the hip joint.
+    _E(
+        "hip_joint",
+        _ellipsoid(U_HIP, 85, 0, 27, 27, 0.052, n=9),
+        layer="soft",
+        frame="side",
+        tissue="cartilage",
+    ),
     _tube("femoral_vessels", _FEMORAL_PATH, 5.0, "soft", tissue="vessel"),
     _tube("sciatic_nerve", _SCIATIC_PATH, 4.0, "soft", tissue="nerve"),
-    _E("bowel", [(0.86, 0, 45, 45, 30, 0), (0.90, 0, 42, 70, 48, 0), (1.06, 0, 38, 80, 55, 0)],
-       layer="soft", frame="side", tissue="viscera", side=False, gas=True),
-    _E("bladder", [(0.79, 0, 34, 16, 12, 0), (0.82, 0, 36, 34, 26, 0), (0.86, 0, 38, 30, 22, 0),
-                   (0.88, 0, 40, 12, 10, 0)], layer="soft", frame="side", tissue="bladder",
-       side=False),
-    _E("rectum", [(0.78, 0, -50, 10, 9, 0), (0.84, 0, -50, 16, 14, 0), (0.92, 0, -48, 16, 14, 0),
-                  (0.95, 0, -44, 10, 9, 0)], layer="soft", frame="side", tissue="viscera",
-       side=False, gas=True),
+    _E(
+        "bowel",
+        [(0.86, 0, 45, 45, 30, 0), (0.90, 0, 42, 70, 48, 0), (1.06, 0, 38, 80, 55, 0)],
+        layer="soft",
+        frame="side",
+        tissue="viscera",
+        side=False,
+        gas=True,
+    ),
+    _E(
+        "bladder",
+        [
+            (0.79, 0, 34, 16, 12, 0),
+            (0.82, 0, 36, 34, 26, 0),
+            (0.86, 0, 38, 30, 22, 0),
+            (0.88, 0, 40, 12, 10, 0),
+        ],
+        layer="soft",
+        frame="side",
+        tissue="bladder",
+        side=False,
+    ),
+    _E(
+        "rectum",
+        [
+            (0.78, 0, -50, 10, 9, 0),
+            (0.84, 0, -50, 16, 14, 0),
+            (0.92, 0, -48, 16, 14, 0),
+            (0.95, 0, -44, 10, 9, 0),
+        ],
+        layer="soft",
+        frame="side",
+        tissue="viscera",
+        side=False,
+        gas=True,
+    ),
 ]
 
 ATLAS: tuple[Track, ...] = tuple(_MUSCLES + _FEMUR + _ILIAC + _BONE + _FASCIA + _FAT + _SOFT)
-MUSCLE_NAMES: tuple[str, ...] = tuple(dict.fromkeys(t.name for t in _MUSCLES if t.layer == "muscle"))
+MUSCLE_NAMES: tuple[str, ...] = tuple(
+    dict.fromkeys(t.name for t in _MUSCLES if t.layer == "muscle")
+)
 
 
 def femur_axis(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -436,8 +844,11 @@ def subject_design(
     fat thickness through the BMI (None: the sex's mean thickness).
     """
     if sex not in ("F", "M"):
-        raise ThighctError(f"sex must be F or M, not {sex!r}", subject=subject_id,
-                           fix="use F or M in the cohort table's sex column")
+        raise ThighctError(
+            f"sex must be F or M, not {sex!r}",
+            subject=subject_id,
+            fix="use F or M in the cohort table's sex column",
+        )
     rng = subject_rng(seed, subject_id)
     vol = cfg["volume"]
     var = cfg["variation"]
@@ -449,9 +860,12 @@ def subject_design(
 
     h_rel = float(height_cm) / float(cfg["reference_height_cm"])
     length_rel = h_rel * math.exp(rng.normal(0.0, var["length_sd"]))
-    bone_scale = h_rel * _by_sex(cfg["bone_scale"], sex) * math.exp(rng.normal(0.0, var["bone_scale_sd"]))
+    bone_scale = (
+        h_rel * _by_sex(cfg["bone_scale"], sex) * math.exp(rng.normal(0.0, var["bone_scale_sd"]))
+    )
     volume_factor = _by_sex(vol["sex_factor"], sex) * math.exp(
-        rng.normal(0.0, _by_sex(vol["subject_sd"], sex)))
+        rng.normal(0.0, _by_sex(vol["subject_sd"], sex))
+    )
     effect = _by_sex(vol["sarcopenia_effect"], sex)
     named = set(vol["named_muscles"])
     weights = {m: (1.0 if m in named else float(vol["other_weight"])) for m in MUSCLE_NAMES}
@@ -463,16 +877,23 @@ def subject_design(
     sides = []
     for side in (+1, -1):
         area = {
-            m: area_common * math.exp(effect * weights[m] * status + muscle_noise[m]
-                                      + side * asym / 2 + rng.normal(0.0, var["side_sd"]))
+            m: area_common
+            * math.exp(
+                effect * weights[m] * status
+                + muscle_noise[m]
+                + side * asym / 2
+                + rng.normal(0.0, var["side_sd"])
+            )
             for m in MUSCLE_NAMES
         }
-        sides.append(SideDesign(
-            side=side,
-            spread_mm=float(rng.normal(*var["leg_spread_mm"])),
-            rotation_deg=float(rng.normal(*var["leg_rotation_deg"])),
-            area=area,
-        ))
+        sides.append(
+            SideDesign(
+                side=side,
+                spread_mm=float(rng.normal(*var["leg_spread_mm"])),
+                rotation_deg=float(rng.normal(*var["leg_rotation_deg"])),
+                area=area,
+            )
+        )
     fat_mean, fat_sd = _by_sex(cfg["fat_mm"], sex)
     fat = rng.normal(fat_mean, fat_sd)
     if weight_kg is not None and not (isinstance(weight_kg, float) and math.isnan(weight_kg)):
@@ -482,9 +903,14 @@ def subject_design(
     codes = list(cfg["orientations"])
     p = np.asarray([cfg["orientations"][c] for c in codes], dtype=float)
     orientation = str(codes[int(rng.choice(len(codes), p=p / p.sum()))])
-    margins = {k: float(rng.uniform(*cfg["fov_margin_mm"][k])) for k in ("above", "below", "side", "anterior", "table")}
+    margins = {
+        k: float(rng.uniform(*cfg["fov_margin_mm"][k]))
+        for k in ("above", "below", "side", "anterior", "table")
+    }
     hu = cfg["hu"]
-    muscle_hu = hu["muscle"] + hu["muscle_sarcopenia_shift"] * status + rng.normal(0.0, hu["muscle_sd"])
+    muscle_hu = (
+        hu["muscle"] + hu["muscle_sarcopenia_shift"] * status + rng.normal(0.0, hu["muscle_sd"])
+    )
     return SubjectDesign(
         subject_id=str(subject_id),
         sex=sex,
@@ -498,7 +924,10 @@ def subject_design(
         sides=tuple(sides),
         fat_mm=fat,
         body_rotation_deg=float(rng.normal(0.0, var["rotation_deg"])),
-        position_mm=(float(rng.normal(0.0, var["position_mm"])), float(rng.normal(0.0, var["position_mm"]))),
+        position_mm=(
+            float(rng.normal(0.0, var["position_mm"])),
+            float(rng.normal(0.0, var["position_mm"])),
+        ),
         margins_mm=margins,
         noise_hu=float(rng.uniform(*cfg["noise_hu"])),
         muscle_hu=float(muscle_hu),
@@ -512,12 +941,22 @@ def reference_design(cfg: dict) -> SubjectDesign:
     h = float(cfg["reference_height_cm"])
     sides = tuple(SideDesign(s, 0.0, 0.0, {m: 1.0 for m in MUSCLE_NAMES}) for s in (+1, -1))
     return SubjectDesign(
-        subject_id="reference", sex="M", height_cm=h, sarcopenic=False, sarcopenia_from_smi=False,
-        volume_factor=1.0, length_mm=LENGTH_PER_HEIGHT * h, bone_scale=1.0, muscle_scale=1.0,
-        sides=sides, fat_mm=float(cfg["fat_mm"]["M"][0]), body_rotation_deg=0.0,
+        subject_id="reference",
+        sex="M",
+        height_cm=h,
+        sarcopenic=False,
+        sarcopenia_from_smi=False,
+        volume_factor=1.0,
+        length_mm=LENGTH_PER_HEIGHT * h,
+        bone_scale=1.0,
+        muscle_scale=1.0,
+        sides=sides,
+        fat_mm=float(cfg["fat_mm"]["M"][0]),
+        body_rotation_deg=0.0,
         position_mm=(0.0, 0.0),
         margins_mm={"above": 10.0, "below": 10.0, "side": 20.0, "anterior": 20.0, "table": 20.0},
-        noise_hu=float(np.mean(cfg["noise_hu"])), muscle_hu=float(cfg["hu"]["muscle"]),
+        noise_hu=float(np.mean(cfg["noise_hu"])),
+        muscle_hu=float(cfg["hu"]["muscle"]),
         orientation="RAS",
     )
 
@@ -626,15 +1065,17 @@ def place_tracks(design: SubjectDesign, cfg: dict, z: np.ndarray, labels) -> lis
         class_id = 0
         if track.layer == "muscle":
             if track.name not in name_to_id:
-                raise ThighctError(f"the label table has no class {track.name!r} for the phantom",
-                                   fix="use config/labels.tsv or keep its class names")
+                raise ThighctError(
+                    f"the label table has no class {track.name!r} for the phantom",
+                    fix="use config/labels.tsv or keep its class names",
+                )
             class_id = name_to_id[track.name]
         elif track.layer == "unlabelled":
             unlabelled_id += 1
             class_id = unlabelled_id
         elif track.layer in ("femur", "iliac"):
             class_id = name_to_id[track.layer]
-        for side in ((+1, -1) if track.side else (0,)):
+        for side in (+1, -1) if track.side else (0,):
             pose = _Pose(design, side)
             sd = design.sides[0 if side >= 0 else 1]
             p = {}
@@ -659,8 +1100,14 @@ def place_tracks(design: SubjectDesign, cfg: dict, z: np.ndarray, labels) -> lis
                 else:  # muscles
                     how = "soft"
                     # Labelled muscles take their own area factor; the others the subject's.
-                    area = sd.area[track.name] if track.layer == "muscle" else design.muscle_scale**2
-                    r_scale = MUSCLE_INFLATE * math.sqrt(area) * _taper(uu, keys[0, 0], keys[-1, 0], taper_u)
+                    area = (
+                        sd.area[track.name] if track.layer == "muscle" else design.muscle_scale**2
+                    )
+                    r_scale = (
+                        MUSCLE_INFLATE
+                        * math.sqrt(area)
+                        * _taper(uu, keys[0, 0], keys[-1, 0], taper_u)
+                    )
                 xw, yw, rot = pose.place(x, y, uu, how)
                 p["x"], p["y"] = xw, yw
                 if track.kind == "ellipse":
@@ -669,7 +1116,8 @@ def place_tracks(design: SubjectDesign, cfg: dict, z: np.ndarray, labels) -> lis
                     p["theta"] = _mirror_angle(np.radians(vals[:, 4]), side) + rot
                 else:  # quad: lateral, medial, anterior, posterior; the skin lies outside
                     pattern = FAT_PATTERN_LEG if track.side else FAT_PATTERN_TRUNK
-                    fat = design.fat_mm * np.interp(uu, *zip(*FAT_ALONG_LEG))
+                    along = np.asarray(FAT_ALONG_LEG)
+                    fat = design.fat_mm * np.interp(uu, along[:, 0], along[:, 1])
                     for i, name in enumerate(("lat", "med", "ant", "post")):
                         p[name] = vals[:, 2 + i] * r_scale
                         p["skin_" + name] = p[name] + fat * pattern[i]
@@ -758,8 +1206,18 @@ def _track_sd(pl: Placed, X, Y, ks: slice, skin: bool = False):
     if pl.track.kind == "ellipse":
         return _ellipse_sd(X, Y, g("x"), g("y"), g("a"), g("b"), g("theta"))
     pre = "skin_" if skin else ""
-    return _quad_sd(X, Y, g("x"), g("y"), g(pre + "lat"), g(pre + "med"), g(pre + "ant"),
-                    g(pre + "post"), g("rot"), pl.side)
+    return _quad_sd(
+        X,
+        Y,
+        g("x"),
+        g("y"),
+        g(pre + "lat"),
+        g(pre + "med"),
+        g(pre + "ant"),
+        g(pre + "post"),
+        g("rot"),
+        pl.side,
+    )
 
 
 def _band_sd(X, Y, pts, w):
@@ -892,7 +1350,9 @@ def subject_grid(design: SubjectDesign, cfg: dict, labels) -> tuple[Grid, list[P
 # -------------------------------------------------------------------------------- render
 def _normal_field(rng, shape, sigma_vox):
     """Smooth Gaussian noise with unit SD (texture), correlation sigma in voxels per axis."""
-    f = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_vox, mode="wrap")
+    f = ndimage.gaussian_filter(
+        rng.standard_normal(shape, dtype=np.float32), sigma_vox, mode="wrap"
+    )
     return f / max(float(f.std()), 1e-6)
 
 
@@ -901,7 +1361,9 @@ def _update_muscles(state, e, cid, sl):
     e1, e2, id1 = state["e1"][sl], state["e2"][sl], state["id1"][sl]
     same = id1 == cid
     better = e < e1
-    state["e2"][sl] = np.where(better, np.where(same, e2, e1), np.where(same, e2, np.minimum(e2, e)))
+    state["e2"][sl] = np.where(
+        better, np.where(same, e2, e1), np.where(same, e2, np.minimum(e2, e))
+    )
     state["e1"][sl] = np.minimum(e1, e)
     state["id1"][sl] = np.where(better, np.uint8(cid), id1)
 
@@ -914,12 +1376,16 @@ def _render_slab(placed, grid, ks: slice, design, cfg, table_top, ids, rng, want
     h = float(np.mean(grid.spacing[:2]))
     plane = float(cfg["fat_plane_mm"])
     st = {
-        "e1": np.full(shape, BIG, np.float32), "e2": np.full(shape, BIG, np.float32),
+        "e1": np.full(shape, BIG, np.float32),
+        "e2": np.full(shape, BIG, np.float32),
         "id1": np.full(shape, 255, np.uint8),
-        "fascia": np.full(shape, BIG, np.float32), "skin": np.full(shape, BIG, np.float32),
+        "fascia": np.full(shape, BIG, np.float32),
+        "skin": np.full(shape, BIG, np.float32),
         "fat": np.full(shape, BIG, np.float32),
-        "low": np.full(shape, BIG, np.float32), "high": np.full(shape, BIG, np.float32),
-        "femur": np.full(shape, BIG, np.float32), "iliac": np.full(shape, BIG, np.float32),
+        "low": np.full(shape, BIG, np.float32),
+        "high": np.full(shape, BIG, np.float32),
+        "femur": np.full(shape, BIG, np.float32),
+        "iliac": np.full(shape, BIG, np.float32),
         "bone": np.full(shape, BIG, np.float32),
     }
     hu = cfg["hu"]
@@ -944,11 +1410,15 @@ def _render_slab(placed, grid, ks: slice, design, cfg, table_top, ids, rng, want
             _update_muscles(st, e, pl.class_id, sl)
         elif layer == "fascia":
             st["fascia"][sl] = _smin(st["fascia"][sl], e, FASCIA_JOIN_MM)
-            st["skin"][sl] = _smin(st["skin"][sl], _track_sd(pl, X, Y, local, skin=True), SKIN_JOIN_MM)
+            st["skin"][sl] = _smin(
+                st["skin"][sl], _track_sd(pl, X, Y, local, skin=True), SKIN_JOIN_MM
+            )
         elif layer == "fat":
             st["fat"][sl] = np.minimum(st["fat"][sl], e)
         elif layer == "soft":
-            key, hu_arr = ("low", low_hu) if pl.track.tissue in ("viscera", "bladder") else ("high", high_hu)
+            key, hu_arr = (
+                ("low", low_hu) if pl.track.tissue in ("viscera", "bladder") else ("high", high_hu)
+            )
             nearer = e < st[key][sl]
             st[key][sl] = np.where(nearer, e, st[key][sl])
             hu_arr[sl] = np.where(nearer, np.float32(hu[pl.track.tissue]), hu_arr[sl])
@@ -979,8 +1449,11 @@ def _render_slab(placed, grid, ks: slice, design, cfg, table_top, ids, rng, want
     ct = hu["air"] + body * (fat_hu - hu["air"])
     ct += _fraction_band(-cfg["skin_mm"], 0.0, st["skin"], h) * (hu["skin"] - fat_hu)
     f_low = _fraction_inside(st["low"], h)
-    low_val = np.where(gas & (tex > tex_cfg["gas_threshold"]), np.float32(hu["gas"]),
-                       low_hu + tex_cfg["muscle_hu"] * tex)
+    low_val = np.where(
+        gas & (tex > tex_cfg["gas_threshold"]),
+        np.float32(hu["gas"]),
+        low_hu + tex_cfg["muscle_hu"] * tex,
+    )
     ct += f_low * (low_val - ct)
     f_m = _fraction_inside(e_m, h) * (1.0 - fp)
     ct += f_m * (design.muscle_hu + tex_cfg["muscle_hu"] * tex - ct)
@@ -1007,7 +1480,9 @@ def _render_slab(placed, grid, ks: slice, design, cfg, table_top, ids, rng, want
     plate, core = tab["plate_mm"], tab["core_mm"]
     f_top = _fraction_band(table_top - plate, table_top, y, grid.spacing[1])
     f_core = _fraction_band(table_top - plate - core, table_top - plate, y, grid.spacing[1])
-    f_bot = _fraction_band(table_top - 2 * plate - core, table_top - plate - core, y, grid.spacing[1])
+    f_bot = _fraction_band(
+        table_top - 2 * plate - core, table_top - plate - core, y, grid.spacing[1]
+    )
     free = 1.0 - body
     ct += free * ((f_top + f_bot) * (hu["table"] - ct) + f_core * (hu["table_core"] - ct))
 
@@ -1052,9 +1527,13 @@ def reorient(array: np.ndarray, affine: np.ndarray, axcodes: str) -> tuple[np.nd
     Only flips (no axis permutations): each code must be R/L, A/P, S/I in that order. The
     world position of every voxel is unchanged; the affine is adjusted to match.
     """
-    if len(axcodes) != 3 or any(c not in pair for c, pair in zip(axcodes, ("RL", "AP", "SI"), strict=True)):
-        raise ThighctError(f"orientation {axcodes!r} is not a flip of RAS",
-                           fix="use codes like RAS, LPS, LAS, RPI in synthetic.orientations")
+    if len(axcodes) != 3 or any(
+        c not in pair for c, pair in zip(axcodes, ("RL", "AP", "SI"), strict=True)
+    ):
+        raise ThighctError(
+            f"orientation {axcodes!r} is not a flip of RAS",
+            fix="use codes like RAS, LPS, LAS, RPI in synthetic.orientations",
+        )
     out = np.asarray(array)
     aff = np.asarray(affine, dtype=float).copy()
     for axis, (code, ras) in enumerate(zip(axcodes, "RAS", strict=True)):
@@ -1076,8 +1555,17 @@ def label_volumes(label: np.ndarray, spacing, class_ids) -> dict[int, float]:
 @functools.lru_cache(maxsize=8)
 def _reference_volumes_cached(cfg_json: str, names: tuple) -> dict:
     cfg = json.loads(cfg_json)
-    table = LabelTable(pd.DataFrame({"id": range(len(names)), "name": names, "display": names,
-                                     "group": "x", "colour": "#000000"}))
+    table = LabelTable(
+        pd.DataFrame(
+            {
+                "id": range(len(names)),
+                "name": names,
+                "display": names,
+                "group": "x",
+                "colour": "#000000",
+            }
+        )
+    )
     design = reference_design(cfg)
     _, label, grid = render(design, cfg, table, want_ct=False)
     right = grid.x > 0
@@ -1117,8 +1605,9 @@ def target_volumes(design: SubjectDesign, cfg: dict, labels) -> dict[int, float]
 
 
 # --------------------------------------------------------------------------- second rater
-def second_rater_labels(label: np.ndarray, spacing, rng: np.random.Generator, cfg: dict,
-                        muscle_ids) -> np.ndarray:
+def second_rater_labels(
+    label: np.ndarray, spacing, rng: np.random.Generator, cfg: dict, muscle_ids
+) -> np.ndarray:
     """A second rater's label map: boundaries moved by a voxel or two, small swaps.
 
     ``cfg`` is config ``synthetic.rater2``: ``shift_mm`` (SD of a smooth in-plane
@@ -1129,7 +1618,10 @@ def second_rater_labels(label: np.ndarray, spacing, rng: np.random.Generator, cf
     """
     label = np.asarray(label)
     shape = label.shape
-    coarse = [max(2, int(math.ceil(n * s / cfg["field_mm"])) + 1) for n, s in zip(shape, spacing, strict=True)]
+    coarse = [
+        max(2, int(math.ceil(n * s / cfg["field_mm"])) + 1)
+        for n, s in zip(shape, spacing, strict=True)
+    ]
     idx = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
     coords = []
     for axis in range(3):
@@ -1137,8 +1629,13 @@ def second_rater_labels(label: np.ndarray, spacing, rng: np.random.Generator, cf
             coords.append(idx[2])
             continue
         field = rng.normal(0.0, cfg["shift_mm"] / spacing[axis], size=coarse).astype(np.float32)
-        fine = ndimage.zoom(field, [n / c for n, c in zip(shape, coarse, strict=True)], order=1,
-                            grid_mode=True, mode="nearest")
+        fine = ndimage.zoom(
+            field,
+            [n / c for n, c in zip(shape, coarse, strict=True)],
+            order=1,
+            grid_mode=True,
+            mode="nearest",
+        )
         fine = fine[: shape[0], : shape[1], : shape[2]]
         coords.append(idx[axis] + fine)
     out = ndimage.map_coordinates(label, coords, order=0, mode="nearest").astype(label.dtype)
@@ -1148,7 +1645,9 @@ def second_rater_labels(label: np.ndarray, spacing, rng: np.random.Generator, cf
     for axis in (0, 1):
         a = np.take(out, range(0, shape[axis] - 1), axis=axis)
         b = np.take(out, range(1, shape[axis]), axis=axis)
-        both = np.take(muscle, range(0, shape[axis] - 1), axis=axis) & np.take(muscle, range(1, shape[axis]), axis=axis)
+        both = np.take(muscle, range(0, shape[axis] - 1), axis=axis) & np.take(
+            muscle, range(1, shape[axis]), axis=axis
+        )
         edge = both & (a != b)
         pad = [(0, 0)] * 3
         pad[axis] = (0, 1)
@@ -1156,7 +1655,9 @@ def second_rater_labels(label: np.ndarray, spacing, rng: np.random.Generator, cf
     candidates = np.argwhere(boundary)
     if len(candidates):
         radius = np.asarray([cfg["swap_radius_mm"] / s for s in spacing])
-        for c in candidates[rng.choice(len(candidates), size=min(cfg["swaps"], len(candidates)), replace=False)]:
+        for c in candidates[
+            rng.choice(len(candidates), size=min(cfg["swaps"], len(candidates)), replace=False)
+        ]:
             own = out[tuple(c)]
             lo = np.maximum(c - np.ceil(radius).astype(int), 0)
             hi = np.minimum(c + np.ceil(radius).astype(int) + 1, shape)
@@ -1166,8 +1667,12 @@ def second_rater_labels(label: np.ndarray, spacing, rng: np.random.Generator, cf
             if neigh.size == 0:
                 continue
             other = np.bincount(neigh).argmax()
-            grids = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi, strict=True)], indexing="ij")
-            inside = sum(((g - ci) / r) ** 2 for g, ci, r in zip(grids, c, radius, strict=True)) <= 1.0
+            grids = np.meshgrid(
+                *[np.arange(a, b) for a, b in zip(lo, hi, strict=True)], indexing="ij"
+            )
+            inside = (
+                sum(((g - ci) / r) ** 2 for g, ci, r in zip(grids, c, radius, strict=True)) <= 1.0
+            )
             sub[inside & (sub == own)] = other
     return out
 
@@ -1209,19 +1714,30 @@ def generate_subject(
     (seed, subject_id). ``with_targets`` also computes the designed volumes (costs one
     labels-only rendering of the reference adult per process and config).
     """
-    design = subject_design(subject_id, sex, height_cm, smi, sarcopenia_cutoff, cfg, seed, weight_kg)
+    design = subject_design(
+        subject_id, sex, height_cm, smi, sarcopenia_cutoff, cfg, seed, weight_kg
+    )
     ct, label, grid = render(design, cfg, labels, want_ct=True, seed=seed)
     truth = label_volumes(label, grid.spacing, labels.ids[1:])
     targets = target_volumes(design, cfg, labels) if with_targets else {}
     ct, affine = reorient(ct, grid.affine, design.orientation)
     label, _ = reorient(label, grid.affine, design.orientation)
-    return SyntheticScan(ct=ct, label=label, affine=affine, truth=truth, targets=targets, design=design)
+    return SyntheticScan(
+        ct=ct, label=label, affine=affine, truth=truth, targets=targets, design=design
+    )
 
 
 def truth_table(subject_id: str, truth: dict, labels):
     """truth.tsv rows of one subject (DataFrame): subject, class_id, name, volume_mm3."""
     return pd.DataFrame(
-        [{"subject": subject_id, "class_id": int(c), "name": labels.name_of(c), "volume_mm3": float(truth[c])}
-         for c in sorted(truth)],
+        [
+            {
+                "subject": subject_id,
+                "class_id": int(c),
+                "name": labels.name_of(c),
+                "volume_mm3": float(truth[c]),
+            }
+            for c in sorted(truth)
+        ],
         columns=["subject", "class_id", "name", "volume_mm3"],
     )

@@ -133,17 +133,16 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray, settings: VolumeSettings)
         mean_i, mean_j = sum_i / per_slice, sum_j / per_slice
     x_coarse = affine[0, 0] * mean_i + affine[0, 1] * mean_j + affine[0, 2] * ck + affine[0, 3]
     have = per_slice > 0
-    # Empty slices take the nearest slice's centroid.
-    idx = np.arange(len(x_coarse))
-    nearest = ndimage.distance_transform_edt(~have, return_distances=False, return_indices=True)[0]
-    x_coarse = x_coarse[nearest] if not have.all() else x_coarse
-    del idx
+    if not have.all():
+        # Empty slices take the nearest non-empty slice's centroid.
+        nearest = ndimage.distance_transform_edt(~have, return_distances=False, return_indices=True)
+        x_coarse = x_coarse[nearest[0]]
     dz = spacing_from_affine(affine)[2] * step[2]
     width = max(int(round(settings.midline_smooth_mm / dz)), 1)
     if width > 1:
         x_coarse = ndimage.median_filter(x_coarse, size=width, mode="nearest")
-    # Full-resolution slice k lies in coarse slice k // step (the coarse grid starts at 0).
-    k_full = np.minimum(np.arange(nz) // step[2], len(x_coarse) - 1)
+    # Coarse slice c is full-resolution slice c * step; take the nearest.
+    k_full = np.minimum(np.rint(np.arange(nz) / step[2]).astype(int), len(x_coarse) - 1)
     return x_coarse[k_full]
 
 
@@ -302,8 +301,7 @@ def read_table(path) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, path) -> None:
-    """Write a volume table as TSV, atomically (volumes in mm³ to 0.001 mm³)."""
-    from .io import atomic_path
+    """Write a volume table as TSV, atomically (10 significant digits; empty = NaN)."""
+    from .io_tables import write_tsv
 
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="")
+    write_tsv(table[COLUMNS], path, float_format="%.10g")

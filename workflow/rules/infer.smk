@@ -1,1 +1,225 @@
-# rules of stage infer (being written)
+# Stage 4: inference on every included scan (annotated or not) with each model, the labels
+# mapped back onto the scan's own grid; per-structure volumes and muscle quality (mean HU,
+# IMAT share, side) from predictions and manual labels; Fig 6 (ground truth vs predictions).
+
+INFER_CFG = config["infer"]
+# The midline uses the pre-processing's body mask (threshold, opening, components).
+BODY_KEYS = [
+    "body_threshold_hu",
+    "body_opening_mm",
+    "body_min_component_fraction",
+    "body_coarse_mm",
+]
+VOLUME_PARAMS = {
+    **config["volumes"],
+    **{k: config["preprocess"][k] for k in BODY_KEYS if k in config["preprocess"]},
+}
+# Whose label maps are measured: each model's predictions on every included scan, the first
+# rater's labels on the annotated scans, the second rater's on the RATER2 scans.
+VOLUME_SUBJECTS = {
+    **{model: SUBJECTS for model in MODELS},
+    "ground_truth": ANNOTATED,
+    "rater2": RATER2,
+}
+VOLUME_SOURCES = list(MODELS) + ["ground_truth"] + (["rater2"] if RATER2 else [])
+
+
+def predict_inputs(model_path, members):
+    return {
+        "model": model_path,
+        "images": expand("results/preprocessed/{subject}/image.nii.gz", subject=members),
+        "transforms": expand(
+            "results/preprocessed/{subject}/transform.json", subject=members
+        ),
+        "ingested": expand("results/ingested/{subject}/image.nii.gz", subject=members),
+        "labels": LABELS_TSV,
+        "code": lib("io", "labels", "models", "preprocess", "infer"),
+    }
+
+
+# One job per model and chunk of subjects (config `chunks`, see common.smk): torch, MONAI and
+# the weights are loaded once per chunk. The benchmark file times the chunk; the timing table
+# has the seconds of each scan.
+for _chunk, _members in CHUNKS.items():
+
+    rule:
+        name:
+            f"predict_{_chunk}"
+        input:
+            **predict_inputs("results/models/{model}/model.pt", _members),
+        output:
+            predictions=expand(
+                "results/predictions/{{model}}/{subject}.nii.gz", subject=_members
+            ),
+            timing=f"results/predictions/{{model}}/timing/{_chunk}.tsv",
+        log:
+            f"logs/predict/{{model}}_{_chunk}.log",
+        benchmark:
+            f"benchmarks/predict/{{model}}_{_chunk}.tsv"
+        conda:
+            "../../envs/segmentation.yaml"
+        threads: INFER_CFG["threads"]
+        resources:
+            gpu=INFER_CFG["resources"]["gpu"],
+            gpu_model=INFER_CFG["resources"]["gpu_model"],
+            mem_mb=INFER_CFG["resources"]["mem_mb"],
+            runtime=INFER_CFG["resources"]["runtime"] * len(_members),
+        params:
+            subjects=_members,
+            infer={k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")},
+            network=lambda wc: config["networks"][wc.model],
+        script:
+            "../scripts/predict.py"
+
+
+# Cross-validation: each fold's model on its held-out subjects (scored by evaluate_fold).
+for _fold in FOLD_IDS:
+    _held_out = fold_subjects(_fold, True)
+
+    rule:
+        name:
+            f"predict_fold{_fold}"
+        input:
+            **predict_inputs(f"results/models/{{model}}/fold{_fold}/model.pt", _held_out),
+        output:
+            predictions=expand(
+                f"results/predictions/{{{{model}}}}/fold{_fold}/{{subject}}.nii.gz",
+                subject=_held_out,
+            ),
+            timing=f"results/predictions/{{model}}/fold{_fold}/timing.tsv",
+        log:
+            f"logs/predict/{{model}}_fold{_fold}.log",
+        benchmark:
+            f"benchmarks/predict/{{model}}_fold{_fold}.tsv"
+        conda:
+            "../../envs/segmentation.yaml"
+        threads: INFER_CFG["threads"]
+        resources:
+            gpu=INFER_CFG["resources"]["gpu"],
+            gpu_model=INFER_CFG["resources"]["gpu_model"],
+            mem_mb=INFER_CFG["resources"]["mem_mb"],
+            runtime=INFER_CFG["resources"]["runtime"] * max(len(_held_out), 1),
+        params:
+            subjects=_held_out,
+            infer={k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")},
+            network=lambda wc: config["networks"][wc.model],
+        script:
+            "../scripts/predict.py"
+
+
+def volume_label(wildcards):
+    """The label map measured: a model's prediction or a rater's manual label."""
+    if wildcards.source == "ground_truth":
+        return f"results/ingested/{wildcards.subject}/label.nii.gz"
+    if wildcards.source == "rater2":
+        return f"results/ingested/{wildcards.subject}/label_rater2.nii.gz"
+    return f"results/predictions/{wildcards.source}/{wildcards.subject}.nii.gz"
+
+
+rule volumes_subject:
+    """One scan's volumes (mm³, by side), mean HU, IMAT share and field-of-view flags."""
+    input:
+        label=volume_label,
+        image="results/ingested/{subject}/image.nii.gz",
+        labels=LABELS_TSV,
+        code=lib("io", "io_tables", "labels", "preprocess", "volumes"),
+    output:
+        table="results/volumes/{source}/{subject}.tsv",
+    log:
+        "logs/volumes_subject/{source}/{subject}.log",
+    wildcard_constraints:
+        source="|".join(VOLUME_SOURCES),
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        volumes=VOLUME_PARAMS,
+    script:
+        "../scripts/volumes_subject.py"
+
+
+rule volumes:
+    """The volume table of one source (a model, ground_truth, rater2): all its subjects."""
+    input:
+        tables=lambda wc: expand(
+            "results/volumes/{source}/{subject}.tsv",
+            source=wc.source,
+            subject=VOLUME_SUBJECTS[wc.source],
+        ),
+        code=lib("io_tables", "volumes"),
+    output:
+        table="results/volumes/{source}.tsv",
+    log:
+        "logs/volumes/{source}.log",
+    wildcard_constraints:
+        source="|".join(VOLUME_SOURCES),
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        subjects=lambda wc: VOLUME_SUBJECTS[wc.source],
+    script:
+        "../scripts/volumes.py"
+
+
+# Fig 6 shows two validation subjects (config infer.figure.subjects, else the first two).
+FIG6_SUBJECTS = list(INFER_CFG["figure"]["subjects"]) or (VAL or ANNOTATED)[:2]
+
+
+def fig6_inputs(wildcards):
+    inputs = {
+        "images": expand("results/ingested/{subject}/image.nii.gz", subject=FIG6_SUBJECTS),
+        "truths": expand("results/ingested/{subject}/label.nii.gz", subject=FIG6_SUBJECTS),
+        "predictions": expand(
+            "results/predictions/{model}/{subject}.nii.gz",
+            model=MODELS,
+            subject=FIG6_SUBJECTS,
+        ),
+        "labels": LABELS_TSV,
+        "code": lib("io", "labels", "plots/style", "plots/segmentation"),
+    }
+    # The Dice in the titles is the one the evaluation reports, when it scores these subjects.
+    if set(FIG6_SUBJECTS) <= set(VAL):
+        inputs["metrics"] = expand("results/metrics/{model}/per_subject.tsv", model=MODELS)
+    return inputs
+
+
+rule fig6_examples:
+    """Fig 6: ground truth beside each model's prediction on three axial slices of two subjects."""
+    input:
+        unpack(fig6_inputs),
+    output:
+        png=report(
+            "results/figures/fig6_examples.png",
+            caption="../report/fig6_examples.rst",
+            category="4. Inference",
+        ),
+    log:
+        "logs/fig6_examples.log",
+    conda:
+        "../../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=5,
+    params:
+        subjects=FIG6_SUBJECTS,
+        models=MODELS,
+        model_names=config["evaluate"]["model_names"],
+        figure=INFER_CFG["figure"],
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/fig6_examples.py"
+
+
+ALL_TARGETS.extend(
+    expand("results/predictions/{model}/{subject}.nii.gz", model=MODELS, subject=SUBJECTS)
+    + expand("results/volumes/{source}.tsv", source=VOLUME_SOURCES)
+    + (["results/figures/fig6_examples.png"] if FIG6_SUBJECTS else [])
+)

@@ -11,7 +11,13 @@ with logged(snakemake.log[0]) as log:
     labels = read_labels(snakemake.input.labels)
     ct = io.load_nifti(snakemake.input.ct, canonical=True, subject=p.subject)
     label = io.load_nifti(snakemake.input.label, canonical=True, subject=p.subject)
-    fig = phantom_example_figure(ct.array, label.array, ct.affine, labels, p.levels,
-                                 title=f"Synthetic whole-thigh CT phantom ({p.subject})")
+    fig = phantom_example_figure(
+        ct.array,
+        label.array,
+        ct.affine,
+        labels,
+        p.levels,
+        title=f"Synthetic whole-thigh CT phantom ({p.subject})",
+    )
     save_figure(fig, snakemake.output.png, dpi=p.dpi)
     log.info("phantom example of %s at levels %s", p.subject, dict(p.levels))

@@ -15,5 +15,8 @@ with logged(snakemake.log[0]) as log:
     muscles = [int(i) for i in labels.muscles["id"]]
     second = synthetic.second_rater_labels(first.array, first.spacing, rng, p.rater2, muscles)
     io.save_nifti(snakemake.output[0], second, first.affine, np.uint8)
-    log.info("%s: second rater differs in %.1f%% of labelled voxels", subject,
-             100 * np.mean(second[first.array > 0] != first.array[first.array > 0]))
+    log.info(
+        "%s: second rater differs in %.1f%% of labelled voxels",
+        subject,
+        100 * np.mean(second[first.array > 0] != first.array[first.array > 0]),
+    )

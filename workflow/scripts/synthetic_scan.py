@@ -11,7 +11,9 @@ with logged(snakemake.log[0]) as log:
     p = snakemake.params
     subject = snakemake.wildcards.subject
     labels = read_labels(snakemake.input.labels)
-    scan = synthetic.generate_subject(subject, **p.subject, cfg=p.synthetic, seed=p.seed, labels=labels)
+    scan = synthetic.generate_subject(
+        subject, **p.subject, cfg=p.synthetic, seed=p.seed, labels=labels
+    )
     io.save_nifti(snakemake.output.ct, scan.ct, scan.affine, np.int16)
     io.save_nifti(snakemake.output.label, scan.label, scan.affine, np.uint8)
     write_tsv(synthetic.truth_table(subject, scan.truth, labels), snakemake.output.truth)

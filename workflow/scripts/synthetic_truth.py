@@ -8,4 +8,8 @@ from thighct.runlog import logged
 with logged(snakemake.log[0]) as log:
     table = pd.concat([pd.read_csv(path, sep="\t") for path in snakemake.input], ignore_index=True)
     write_tsv(table, snakemake.output[0])
-    log.info("truth volumes: %d subjects x %d classes", table["subject"].nunique(), table["class_id"].nunique())
+    log.info(
+        "truth volumes: %d subjects x %d classes",
+        table["subject"].nunique(),
+        table["class_id"].nunique(),
+    )

@@ -25,7 +25,9 @@ GROUP_TITLES = {
 }
 
 
-def femur_level_slices(label: np.ndarray, femur_id: int, levels: Mapping[str, float]) -> dict[str, int]:
+def femur_level_slices(
+    label: np.ndarray, femur_id: int, levels: Mapping[str, float]
+) -> dict[str, int]:
     """Level name -> slice index, each level a fraction of the femur's height in the scan.
 
     0 is the femur's lowest slice (knee), 1 its highest (top of the femoral head); ``label``
@@ -82,7 +84,10 @@ def phantom_example_figure(
     n = len(ks)
     panel_w = 3.3
     fig, axes = plt.subplots(
-        n, 2, figsize=(2 * panel_w + 2.9, panel_w * aspect * n + 0.9), squeeze=False,
+        n,
+        2,
+        figsize=(2 * panel_w + 2.9, panel_w * aspect * n + 0.9),
+        squeeze=False,
         layout="constrained",
     )
     cmap = label_colormap(labels)
@@ -96,11 +101,26 @@ def phantom_example_figure(
         shown |= set(np.unique(lab).tolist())
         for c in range(2):
             ax = axes[r, c]
-            image = ax.imshow(ct[:, :, k].T, origin="lower", extent=ext, cmap="gray",
-                              vmin=window_hu[0], vmax=window_hu[1], interpolation="nearest")
+            image = ax.imshow(
+                ct[:, :, k].T,
+                origin="lower",
+                extent=ext,
+                cmap="gray",
+                vmin=window_hu[0],
+                vmax=window_hu[1],
+                interpolation="nearest",
+            )
             if c == 1:
-                ax.imshow(np.ma.masked_equal(lab, 0).T, origin="lower", extent=ext, cmap=cmap,
-                          vmin=-0.5, vmax=n_ids - 0.5, interpolation="nearest", alpha=0.85)
+                ax.imshow(
+                    np.ma.masked_equal(lab, 0).T,
+                    origin="lower",
+                    extent=ext,
+                    cmap=cmap,
+                    vmin=-0.5,
+                    vmax=n_ids - 0.5,
+                    interpolation="nearest",
+                    alpha=0.85,
+                )
             ax.set_xlim(x1, x0)  # radiological: the patient's right on the viewer's left
             ax.set_ylim(y0, y1)
             ax.set_xticks([])
@@ -112,14 +132,32 @@ def phantom_example_figure(
         axes[r, 0].set_ylabel(f"{pretty}\nz = {z_mm:.0f} mm")
         ax0 = axes[r, 0]
         for x_txt, ha, text in ((0.03, "left", "R"), (0.97, "right", "L")):
-            ax0.text(x_txt, 0.92, text, color="white", transform=ax0.transAxes, ha=ha, va="top",
-                     fontsize=9, fontweight="bold")
+            ax0.text(
+                x_txt,
+                0.92,
+                text,
+                color="white",
+                transform=ax0.transAxes,
+                ha=ha,
+                va="top",
+                fontsize=9,
+                fontweight="bold",
+            )
         xs = x0 + 0.06 * (x1 - x0)
         yb = y0 + 0.08 * (y1 - y0)
         ax0.plot([xs, xs + scale_bar_mm], [yb, yb], color="white", lw=2)
-        ax0.text(xs + scale_bar_mm / 2, yb + 0.03 * (y1 - y0), f"{scale_bar_mm:g} mm", color="white",
-                 ha="center", va="bottom", fontsize=8)
-    cb = fig.colorbar(image, ax=axes[:, 0], orientation="horizontal", fraction=0.04, pad=0.01, aspect=25)
+        ax0.text(
+            xs + scale_bar_mm / 2,
+            yb + 0.03 * (y1 - y0),
+            f"{scale_bar_mm:g} mm",
+            color="white",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    cb = fig.colorbar(
+        image, ax=axes[:, 0], orientation="horizontal", fraction=0.04, pad=0.01, aspect=25
+    )
     cb.set_label("CT (HU), window W 400 / L 40")
 
     handles = []
@@ -128,10 +166,24 @@ def phantom_example_figure(
         if not ids:
             continue
         handles.append(Patch(color="none", label=GROUP_TITLES.get(group, group.capitalize())))
-        handles += [Patch(facecolor=labels.colour_lut()[i], edgecolor="0.3", lw=0.4,
-                          label=f"  {labels.id_to_display[i]}") for i in ids]
-    leg = fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=8,
-                     handlelength=1.2, handleheight=0.9, borderaxespad=0.2)
+        handles += [
+            Patch(
+                facecolor=labels.colour_lut()[i],
+                edgecolor="0.3",
+                lw=0.4,
+                label=f"  {labels.id_to_display[i]}",
+            )
+            for i in ids
+        ]
+    leg = fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        frameon=False,
+        fontsize=8,
+        handlelength=1.2,
+        handleheight=0.9,
+        borderaxespad=0.2,
+    )
     for text in leg.get_texts():
         if not text.get_text().startswith("  "):
             text.set_fontweight("bold")
