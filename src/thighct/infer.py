@@ -119,7 +119,9 @@ def window_starts(
     steps = scan_interval(image_size, roi, overlap)
     per_axis = [axis_starts(s, r, t) for s, r, t in zip(image_size, roi, steps, strict=True)]
     grids = np.meshgrid(*per_axis, indexing="ij")
-    return [tuple(int(v) for v in corner) for corner in zip(*(g.ravel() for g in grids), strict=True)]
+    return [
+        tuple(int(v) for v in corner) for corner in zip(*(g.ravel() for g in grids), strict=True)
+    ]
 
 
 def roi_padding(image_size: Sequence[int], roi: Sequence[int]) -> list[tuple[int, int]]:
@@ -504,3 +506,52 @@ def synchronise(device: torch.device) -> None:
     """Wait for queued GPU work (so timings measure it)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- one scan
+def check_native_grid(
+    transform: Mapping,
+    shape: Sequence[int],
+    affine: np.ndarray,
+    *,
+    subject: str | None = None,
+    path=None,
+    tolerance_mm: float = 1e-3,
+) -> None:
+    """Raise unless the ingested image has the grid that ``transform`` (transform.json) records.
+
+    A mismatch means transform.json is stale (made from another version of the scan).
+    """
+    from .errors import ThighctError
+
+    recorded_shape = tuple(int(s) for s in transform["ingested"]["shape"])
+    recorded_affine = np.asarray(transform["ingested"]["affine"], float)
+    if tuple(int(s) for s in shape) != recorded_shape or not np.allclose(
+        recorded_affine, np.asarray(affine, float), atol=tolerance_mm
+    ):
+        raise ThighctError(
+            f"the ingested image (shape {tuple(shape)}) is not the scan its transform.json "
+            f"describes (shape {recorded_shape}); the pre-processing is out of date",
+            subject=subject,
+            path=path,
+            fix="rerun the pre-processing (delete results/preprocessed/<subject>/ and rerun)",
+        )
+
+
+def predict_native(
+    image: np.ndarray,
+    transform: Mapping,
+    segmenter: Segmenter,
+    roi: Sequence[int],
+    settings: InferSettings,
+) -> np.ndarray:
+    """Labels (uint8 class ids) of a scan on its ingested grid, ``(x, y, z)``.
+
+    ``image`` is the preprocessed image and ``transform`` its transform.json; the labels
+    predicted on the preprocessed grid are mapped back by nearest neighbour
+    (:func:`thighct.preprocess.to_native`), background outside the body crop.
+    """
+    from .preprocess import to_native
+
+    labels = predict_labels(image, segmenter, roi, settings)
+    return to_native(labels, transform)

@@ -57,7 +57,7 @@ rule train:
     benchmark:
         "benchmarks/train/{model}.tsv"
     conda:
-        "../../envs/base.yaml"
+        "../../envs/segmentation.yaml"
     threads: TRAIN_CFG["threads"]
     resources:
         gpu=TRAIN_CFG["resources"]["gpu"],

@@ -1,0 +1,221 @@
+"""Inference: streamed sliding windows give MONAI's labels; predictions lie on the scan's own grid."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data.utils import dense_patch_slices
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import UNETR, UNet
+from torch import nn
+
+from thighct import infer, io
+from thighct import preprocess as pp
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_CT = REPO.parent / "shared" / "data" / "real-ct" / "example_ct.nii.gz"
+AS_IS = infer.InferSettings(channels_last=False, fast_norm=False, split_head=False, sw_batch_size=1)
+
+
+def small_unet(n_classes=5):
+    torch.manual_seed(0)
+    return UNet(3, 1, n_classes, (4, 8), (2,), norm="instance").eval()
+
+
+def small_unetr(n_classes=5, roi=(16, 16, 16)):
+    torch.manual_seed(0)
+    return UNETR(1, n_classes, roi, feature_size=4, hidden_size=32, mlp_dim=64, num_heads=2).eval()
+
+
+def monai_labels(net, image, roi, overlap, mode="constant"):
+    with torch.no_grad():
+        x = torch.from_numpy(image)[None, None]
+        out = sliding_window_inference(x, roi, 1, net, overlap=overlap, mode=mode)
+    return out.argmax(1)[0].numpy()
+
+
+def random_image(shape, seed=0):
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "shape, roi, overlap",
+    [
+        ((40, 23, 31), (16, 16, 16), 0.25),
+        ((300, 133, 225), (96, 96, 96), 0.25),
+        ((50, 16, 70), (16, 16, 8), 0.6),
+    ],
+)
+def test_windows_are_monais_windows_in_monais_order(shape, roi, overlap):
+    steps = infer.scan_interval(shape, roi, overlap)
+    theirs = [tuple(s.start for s in sl) for sl in dense_patch_slices(shape, roi, steps)]
+    assert infer.window_starts(shape, roi, overlap) == theirs
+    assert infer.count_windows(shape, roi, overlap) == len(theirs)
+
+
+@pytest.mark.parametrize("mode", ["constant", "gaussian"])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_streamed_labels_equal_monai_sliding_window_labels(mode, axis):
+    """Same windows, same weights: the slab-streamed argmax is MONAI's, voxel for voxel."""
+    net = small_unet()
+    image = random_image((41, 23, 30))  # not a multiple of the step on any axis
+    roi = (16, 16, 16)
+    expected = monai_labels(net, image, roi, 0.25, mode)
+    got = infer.sliding_window_labels(
+        image, net, roi, 5, overlap=0.25, mode=mode, sw_batch_size=3, slab_axis=axis
+    )
+    assert got.dtype == np.uint8 and got.shape == image.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_axes_shorter_than_the_roi_are_padded_as_monai_pads():
+    net = small_unet()
+    image = random_image((40, 9, 20))
+    expected = monai_labels(net, image, (16, 16, 16), 0.5)
+    got = infer.sliding_window_labels(image, net, (16, 16, 16), 5, overlap=0.5)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("mode", ["constant", "gaussian"])
+def test_prepared_unetr_gives_monais_labels(mode):
+    """Group norm for instance norm, channels-last and the head applied after blending."""
+    net = small_unetr()
+    image = random_image((45, 30, 37), seed=1)
+    expected = monai_labels(net, image, (16, 16, 16), 0.25, mode)
+    settings = infer.InferSettings(mode=mode, sw_batch_size=4)
+    seg = infer.prepare_network(copy.deepcopy(net), 5, torch.device("cpu"), settings)
+    assert seg.head is not None and seg.channels_last
+    got = infer.predict_labels(image, seg, (16, 16, 16), settings)
+    # Float rounding differs (other kernels, other summation order): near-ties may flip.
+    assert (got == expected).mean() >= 0.999
+
+
+def test_instance_norm_as_group_norm_is_the_same_normalisation():
+    x = torch.randn(2, 6, 7, 8, 9)
+    for affine in (False, True):
+        norm = nn.InstanceNorm3d(6, affine=affine)
+        if affine:
+            nn.init.normal_(norm.weight)
+            nn.init.normal_(norm.bias)
+        torch.testing.assert_close(infer.InstanceNormAsGroupNorm(norm)(x), norm(x))
+
+
+def test_the_head_is_split_only_from_a_final_pointwise_convolution():
+    unetr = small_unetr()
+    x = torch.rand(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        logits = unetr(x)
+        trunk, head = infer.split_linear_head(copy.deepcopy(unetr))
+        features = trunk(x)
+    assert head.weight.shape == (5, 4)
+    again = (
+        torch.einsum("cf,bfxyz->bcxyz", head.weight, features)
+        + head.bias[None, :, None, None, None]
+    )
+    torch.testing.assert_close(again, logits, rtol=1e-4, atol=1e-5)
+    assert infer.split_linear_head(small_unet()) is None  # ends in a 3x3x3 (transposed) conv
+
+
+class ThresholdNet(nn.Module):
+    """Class 1 where the input exceeds 0.5, else 0: makes predictions checkable voxel by voxel."""
+
+    def forward(self, x):
+        return torch.cat([0.5 - x, x - 0.5], dim=1)
+
+
+def test_prediction_lies_on_the_ingested_grid_of_a_non_ras_scan():
+    """An LPS scan with anisotropic voxels: the labels come back on the ingested RAS grid, and a
+    thresholding 'network' finds exactly the bright voxels there."""
+    rng = np.random.default_rng(0)
+    shape = (50, 44, 23)
+    hu = np.full(shape, -1000, np.int16)
+    hu[8:40, 10:35, 3:20] = 40
+    bright = rng.random(shape) < 0.05
+    hu[8:40, 10:35, 3:20][bright[8:40, 10:35, 3:20]] = 300
+    lps = np.diag([-0.9, -0.9, 2.5, 1.0])  # DICOM-like: i towards the left, j posterior
+    lps[:3, 3] = [20.0, 30.0, -100.0]
+    ras_hu, ras_affine = io.to_canonical(hu, lps)  # what ingest stores
+    assert io.orientation_of(ras_affine) == "RAS"
+    settings = pp.PreprocessSettings(spacing_mm=(0.9, 0.9, 2.5), body_coarse_mm=2.0)
+    pre = pp.preprocess_volume(ras_hu, ras_affine, settings)
+    seg = infer.Segmenter(ThresholdNet(), 2, None, torch.device("cpu"), False)
+    native = infer.predict_native(
+        pre.image, pre.transform, seg, (16, 16, 16), infer.InferSettings()
+    )
+    assert native.shape == ras_hu.shape and native.dtype == np.uint8
+    np.testing.assert_array_equal(native, (ras_hu >= 300).astype(np.uint8))
+    infer.check_native_grid(pre.transform, ras_hu.shape, ras_affine)
+
+
+def test_a_stale_transform_is_refused():
+    from thighct.errors import ThighctError
+
+    transform = {"ingested": {"shape": [10, 10, 10], "affine": np.eye(4).tolist()}}
+    with pytest.raises(ThighctError, match="out of date"):
+        infer.check_native_grid(transform, (10, 10, 11), np.eye(4), subject="S1")
+
+
+def test_settings_from_config_reject_unknown_blending():
+    with pytest.raises(ValueError, match="mode"):
+        infer.InferSettings.from_config({"mode": "median"})
+    assert infer.InferSettings.from_config({"overlap": 0.5}).overlap == 0.5
+
+
+@pytest.mark.realct
+@pytest.mark.skipif(not REAL_CT.exists(), reason=f"no real CT at {REAL_CT}")
+def test_a_real_ct_with_metal_and_a_cut_field_of_view_gives_a_well_formed_prediction(tmp_path):
+    """TotalSegmentator's example CT (real HU, a hip implant, cut at the femoral heads), the
+    default config's pre-processing and UNETR (trained if results/models/unetr/model.pt exists,
+    else untrained: the point is a well-formed label map on the scan's own grid)."""
+    import yaml
+
+    from thighct import ingest, volumes
+    from thighct.labels import read_labels
+    from thighct.models import build_network, load_model
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    labels = read_labels(REPO / "config" / "labels.tsv")
+    ingest.ingest_subject(
+        REAL_CT,
+        tmp_path / "image.nii.gz",
+        tmp_path / "info.json",
+        ingest.IngestSettings(),
+        subject="realct",
+    )
+    scan = io.load_nifti(tmp_path / "image.nii.gz")
+    pre = pp.preprocess_volume(
+        scan.array, scan.affine, pp.PreprocessSettings.from_config(config["preprocess"])
+    )
+    assert np.isfinite(pre.image).all() and 0.0 <= pre.image.min() and pre.image.max() <= 1.0
+    trained = REPO / "results" / "models" / "unetr" / "model.pt"
+    net_cfg = config["networks"]["unetr"]
+    if trained.exists():
+        net, meta = load_model(trained, labels)
+        net_cfg = meta["network"]
+    else:
+        torch.manual_seed(0)
+        net = build_network("unetr", net_cfg, labels.n_classes)
+    settings = infer.InferSettings.from_config(config["infer"])
+    seg = infer.prepare_network(net, labels.n_classes, torch.device("cpu"), settings)
+    native = infer.predict_native(pre.image, pre.transform, seg, net_cfg["roi"], settings)
+    assert native.shape == scan.shape and native.dtype == np.uint8
+    assert int(native.max()) < labels.n_classes
+    io.save_nifti(tmp_path / "pred.nii.gz", native, scan.affine, np.uint8)
+    back = io.load_nifti(tmp_path / "pred.nii.gz")
+    np.testing.assert_array_equal(back.affine, scan.affine)
+    np.testing.assert_array_equal(back.array, native)
+    table = volumes.subject_volumes(
+        "realct", native, scan.array, scan.affine, labels, volumes.VolumeSettings()
+    )
+    counts = np.bincount(native.ravel(), minlength=labels.n_classes)
+    classes = table[table["class_id"] > 0].set_index("class_id")
+    np.testing.assert_allclose(classes["volume_mm3"], counts[1:] * 27.0)
+    np.testing.assert_allclose(
+        classes["volume_left_mm3"] + classes["volume_right_mm3"], classes["volume_mm3"]
+    )
+    on_edge = set(np.unique(native[:, :, 0])) | set(np.unique(native[:, :, -1]))
+    assert set(classes.index[classes["fov_cut"]]) == on_edge - {0}

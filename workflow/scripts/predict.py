@@ -1,0 +1,57 @@
+"""Rule predict (one job per model and chunk of subjects): each scan segmented, on its own grid.
+
+Writes one uint8 label map per subject (project class ids, the ingested image's grid and
+affine) and a timing table (seconds per scan).
+"""
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from thighct import infer, io
+from thighct.io_tables import write_tsv
+from thighct.labels import read_labels
+from thighct.models import load_model, network_roi
+from thighct.runlog import logged
+
+with logged(snakemake.log[0]) as log:
+    settings = infer.InferSettings.from_config(snakemake.params.infer)
+    infer.set_threads(snakemake.threads)
+    device = infer.resolve_device(settings.device)
+    labels = read_labels(snakemake.input.labels)
+    net, meta = load_model(snakemake.input.model, labels, device, net_cfg=snakemake.params.network)
+    roi = network_roi(meta["network"])
+    segmenter = infer.prepare_network(net, labels.n_classes, device, settings)
+    log.info(
+        "model %s on %s, %d threads, roi %s", snakemake.input.model, device, snakemake.threads, roi
+    )
+    rows = []
+    for i, subject in enumerate(snakemake.params.subjects):
+        t0 = time.perf_counter()
+        ingested = io.load_nifti(snakemake.input.ingested[i], subject=subject)
+        shape, affine = ingested.shape, ingested.affine
+        del ingested
+        transform = io.load_json(snakemake.input.transforms[i])
+        infer.check_native_grid(
+            transform, shape, affine, subject=subject, path=snakemake.input.transforms[i]
+        )
+        image = io.load_nifti(snakemake.input.images[i], subject=subject).array
+        t1 = time.perf_counter()
+        native = infer.predict_native(image, transform, segmenter, roi, settings)
+        infer.synchronise(device)
+        t2 = time.perf_counter()
+        io.save_nifti(snakemake.output.predictions[i], native, affine, np.uint8)
+        rows.append(
+            {
+                "subject": subject,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "inference_seconds": round(t2 - t1, 3),
+                "windows": infer.count_windows(image.shape, roi, settings.overlap),
+                "preprocessed_shape": "x".join(map(str, image.shape)),
+                "device": str(device),
+                "threads": snakemake.threads,
+            }
+        )
+        log.info("%s: %s voxels -> %s in %.1f s", subject, image.shape, shape, t2 - t1)
+    write_tsv(pd.DataFrame(rows), snakemake.output.timing)
