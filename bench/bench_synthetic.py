@@ -36,12 +36,21 @@ def _one(job):
     labels = read_labels(REPO / "config" / "labels.tsv")
     t0 = time.process_time()
     scan = synthetic.generate_subject(
-        row["subject_id"], row["sex"], row["height_cm"], None if np.isnan(row["smi"]) else row["smi"],
-        cutoffs[row["sex"]], cfg, seed, labels, weight_kg=row["weight_kg"],
+        row["subject_id"],
+        row["sex"],
+        row["height_cm"],
+        None if np.isnan(row["smi"]) else row["smi"],
+        cutoffs[row["sex"]],
+        cfg,
+        seed,
+        labels,
+        weight_kg=row["weight_kg"],
     )
     t1 = time.process_time()
     io.save_nifti(Path(out) / f"{row['subject_id']}_ct.nii.gz", scan.ct, scan.affine, np.int16)
-    io.save_nifti(Path(out) / f"{row['subject_id']}_label.nii.gz", scan.label, scan.affine, np.uint8)
+    io.save_nifti(
+        Path(out) / f"{row['subject_id']}_label.nii.gz", scan.label, scan.affine, np.uint8
+    )
     t2 = time.process_time()
     return t1 - t0, t2 - t1, scan.ct.size
 
@@ -55,7 +64,9 @@ def main() -> None:
     c = load_config(*args.config)
     cutoffs = c["sarcopenia"]["cutoffs"][c["sarcopenia"]["definition"]]
     table = cohort.synthetic_cohort(c["synthetic_cohort"], c["criteria"], cutoffs, c["seed"])
-    included, _ = cohort.filter_cohort(table, c["criteria"], c["split"]["n_val"], c["split"]["folds"], c["seed"])
+    included, _ = cohort.filter_cohort(
+        table, c["criteria"], c["split"]["n_val"], c["split"]["folds"], c["seed"]
+    )
     rows = included.to_dict("records")[: args.limit or None]
     with tempfile.TemporaryDirectory() as out:
         jobs = [(r, c["synthetic"], c["seed"], cutoffs, out) for r in rows]
@@ -65,7 +76,9 @@ def main() -> None:
         wall = time.perf_counter() - t0
     gen, write, voxels = (np.array(v) for v in zip(*res, strict=True))
     print(f"grid {c['synthetic']['spacing_mm']} mm, {len(rows)} scans, {args.processes} processes")
-    print(f"  wall time, whole batch:   {wall:7.1f} s   (goal for 98 default scans: <= 120 s on 2 cores)")
+    print(
+        f"  wall time, whole batch:   {wall:7.1f} s   (goal for 98 default scans: <= 120 s on 2 cores)"
+    )
     print(f"  generation, CPU per scan: {gen.mean():7.2f} s   (max {gen.max():.2f})")
     print(f"  writing,    CPU per scan: {write.mean():7.2f} s")
     print(f"  voxels per scan:          {voxels.mean() / 1e6:7.2f} M")

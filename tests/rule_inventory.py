@@ -71,8 +71,21 @@ def rule_record(rule) -> dict:
         "resources": {k: _resource(v) for k, v in rule.resources.items() if not k.startswith("_")},
         "wildcards": sorted(rule.wildcard_names),
         "output": _files(rule.output),
-        "input": [f for f in _files(rule.input) if "<function" not in f],
+        "input": _inputs(rule),
     }
+
+
+def _inputs(rule) -> list[str]:
+    """Input files; input functions are evaluated for rules without wildcards."""
+    files = [f for f in _files(rule.input) if "<function" not in f]
+    if not rule.wildcard_names:
+        from snakemake.iocontainers import Wildcards
+
+        try:
+            files = [str(f) for f in rule.expand_input(Wildcards())[0]]
+        except Exception:  # an input that needs the DAG (e.g. a checkpoint)
+            pass
+    return files
 
 
 def main(out: str, workdir: str, *configfiles: str) -> None:

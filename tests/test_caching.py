@@ -110,14 +110,20 @@ def test_editing_a_library_module_reruns_the_rules_that_use_it(tiny_run, module)
     path = REPO / "src" / "thighct" / f"{module}.py"
     users = {r["name"] for r in inventory() if str(path) in r["input"]}
     assert users, f"no rule lists thighct/{module}.py as input"
-    before = path.stat()
+    # An edit of the content: Snakemake ignores a newer mtime when the checksum is unchanged.
+    original, stat = path.read_bytes(), path.stat()
     try:
-        os.utime(path)  # an edit, as far as Snakemake can tell (mtime newer than outputs)
+        path.write_bytes(original + b"\n# edited by tests/test_caching.py\n")
         jobs = planned_jobs(tiny_run)
     finally:
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    direct = {j["rule"] for j in jobs if str(path) in j["reason"]}
-    assert direct == users
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    planned = rules_of(jobs)
+    assert users <= planned, f"not rerun: {sorted(users - planned)}"
+    # Snakemake names one reason per job: a user downstream of another user may show only
+    # "Input files updated by another job"; no other rule names the module.
+    named = {j["rule"] for j in jobs if str(path) in j["reason"]}
+    assert named and named <= users, sorted(named - users)
     # Everything else that reruns does so because a rerun job updates its input.
     for job in jobs:
         if job["rule"] not in users:
@@ -155,5 +161,5 @@ def test_adding_one_subject_runs_its_own_jobs_and_the_aggregates_only(tiny_run, 
     assert not rules_of(jobs) & {"train", "train_fold"}, "an unlabelled scan retrained a model"
     # Chunked per-scan rules (preprocess, predict) rerun the new subject's chunk only.
     for prefix in ("preprocess_chunk", "predict_chunk"):
-        chunks = [j for j in jobs if j["rule"].startswith(prefix)]
+        chunks = {j["rule"] for j in jobs if j["rule"].startswith(prefix)}
         assert len(chunks) <= 1, chunks

@@ -21,6 +21,16 @@ REAL_CT = REPO.parent / "shared" / "data" / "real-ct" / "example_ct.nii.gz"
 AS_IS = infer.InferSettings(channels_last=False, fast_norm=False, split_head=False, sw_batch_size=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: tiny networks run many tiny ops, and on a shared 2-core machine each
+    op of a 2-thread run waits for the other thread to be scheduled."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_unet(n_classes=5):
     torch.manual_seed(0)
     return UNet(3, 1, n_classes, (4, 8), (2,), norm="instance").eval()

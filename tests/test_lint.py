@@ -99,3 +99,14 @@ def test_config_readme_describes_every_config_key_and_the_cohort_table():
     cohort = yaml.safe_load((REPO / "workflow" / "schemas" / "cohort.schema.yaml").read_text())
     missing = [c for c in cohort["properties"] if f"`{c}`" not in readme]
     assert not missing, f"config/README.md does not describe cohort columns: {missing}"
+
+
+def test_config_readme_is_up_to_date_with_the_schemas_and_configs():
+    sys.path.insert(0, str(REPO / "config"))
+    try:
+        from make_readme import render
+    finally:
+        sys.path.pop(0)
+    assert (REPO / "config" / "README.md").read_text() == render(), (
+        "config/README.md is stale: run `python config/make_readme.py`"
+    )

@@ -84,7 +84,7 @@ TAPER_MAX_FRACTION = 0.25
 # Smoothness (mm) of the joins between the legs and the trunk outline and between fasciae.
 SKIN_JOIN_MM, FASCIA_JOIN_MM = 25.0, 8.0
 BIG = np.float32(1e4)  # "far outside" signed distance (mm)
-# Random streams of a subject (subject_rng): design 0, second rater 2, image slabs from 1000.
+# Random streams of a subject (subject_rng): design 0, second rater 2, image slice k 1000 + k.
 RATER2_STREAM = 2
 _SLAB_STREAM = 1000
 
@@ -131,7 +131,9 @@ def _arc(cx, cy, r, angles_deg):
     ]
 
 
-# Muscles. Thigh muscles (frame femur): centre offsets from the femoral shaft axis.
+# Muscles, keyframes (u, x, y, a, b, theta_deg): height fraction, centre (mm; lateral, anterior),
+# semi-axes (mm) and angle of a from the lateral axis towards anterior (degrees). Thigh muscles
+# (frame femur) give the centre as an offset from the femoral shaft axis. Reference adult.
 _MUSCLES = [
     _E(
         "sartorius",
@@ -519,11 +521,11 @@ _ILIAC = [
     _B(
         "iliac",
         [  # acetabulum: a cup medial to the femoral head, open laterally
-            (0.852, 5, *_arc(85, 0, 16, (60, 120, 180, 240, 300))),
-            (0.83, 6, *_arc(85, 0, 30, (65, 120, 180, 240, 295))),
-            (0.81, 6, *_arc(85, 0, 33, (70, 120, 180, 240, 290))),
-            (0.79, 6, *_arc(85, 0, 30, (75, 120, 180, 240, 285))),
-            (0.772, 5, *_arc(85, 0, 22, (90, 130, 180, 230, 270))),
+            (0.852, 5, *_arc(85, 0, 16, np.linspace(60, 300, 9))),
+            (0.83, 6, *_arc(85, 0, 30, np.linspace(65, 295, 9))),
+            (0.81, 6, *_arc(85, 0, 33, np.linspace(70, 290, 9))),
+            (0.79, 6, *_arc(85, 0, 30, np.linspace(75, 285, 9))),
+            (0.772, 5, *_arc(85, 0, 22, np.linspace(90, 270, 9))),
         ],
     ),
     _B(
@@ -1348,12 +1350,37 @@ def subject_grid(design: SubjectDesign, cfg: dict, labels) -> tuple[Grid, list[P
 
 
 # -------------------------------------------------------------------------------- render
-def _normal_field(rng, shape, sigma_vox):
-    """Smooth Gaussian noise with unit SD (texture), correlation sigma in voxels per axis."""
-    f = ndimage.gaussian_filter(
-        rng.standard_normal(shape, dtype=np.float32), sigma_vox, mode="wrap"
-    )
-    return f / max(float(f.std()), 1e-6)
+class _SliceNoise:
+    """Unit white noise drawn slice by slice from the subject's own random streams.
+
+    Slice ``k`` always gets the same values (texture and image noise), whatever the slab it
+    is rendered in, so the phantom does not depend on ``slab_voxels``.
+    """
+
+    def __init__(self, seed: int, subject_id: str, shape2d: tuple[int, int]):
+        self.seed, self.subject_id, self.shape2d = seed, subject_id, shape2d
+
+    def _draws(self, k: int, n: int) -> list[np.ndarray]:
+        rng = subject_rng(self.seed, self.subject_id, stream=_SLAB_STREAM + k)
+        return [rng.standard_normal(self.shape2d, dtype=np.float32) for _ in range(n)]
+
+    def texture(self, ks: slice, nz: int, sigma_vox) -> np.ndarray:
+        """Smooth unit-SD noise on slices ks (Gaussian sigma in voxels per axis)."""
+        halo = int(math.ceil(4 * sigma_vox[2]))
+        lo, hi = max(0, ks.start - halo), min(nz, ks.stop + halo)
+        white = np.stack([self._draws(k, 1)[0] for k in range(lo, hi)], axis=-1)
+        smooth = ndimage.gaussian_filter(white, sigma_vox, mode=("wrap", "wrap", "nearest"))
+        norm = 1.0
+        for sig in sigma_vox:  # SD of filtered unit white noise: the kernel's L2 norm
+            if sig > 0:
+                r = int(4 * sig + 0.5)
+                w = np.exp(-0.5 * (np.arange(-r, r + 1) / sig) ** 2)
+                norm *= float(np.sqrt(((w / w.sum()) ** 2).sum()))
+        return smooth[:, :, ks.start - lo : ks.stop - lo] / np.float32(norm)
+
+    def image(self, ks: slice) -> np.ndarray:
+        """Unit white noise on slices ks (the image noise)."""
+        return np.stack([self._draws(k, 2)[1] for k in range(ks.start, ks.stop)], axis=-1)
 
 
 def _update_muscles(state, e, cid, sl):
@@ -1368,7 +1395,7 @@ def _update_muscles(state, e, cid, sl):
     state["id1"][sl] = np.where(better, np.uint8(cid), id1)
 
 
-def _render_slab(placed, grid, ks: slice, design, cfg, table_top, ids, rng, want_ct: bool):
+def _render_slab(placed, grid, ks: slice, design, cfg, table_top, ids, noise, want_ct: bool):
     """CT (float32 HU) and label (uint8) of the slices ``ks`` of ``grid``."""
     xs = grid.x.astype(np.float32)
     ys = grid.y.astype(np.float32)
@@ -1443,7 +1470,7 @@ def _render_slab(placed, grid, ks: slice, design, cfg, table_top, ids, rng, want
 
     tex_cfg = cfg["texture"]
     sig = [tex_cfg["sigma_mm"] / s for s in grid.spacing]
-    tex = _normal_field(rng, shape, sig)
+    tex = noise.texture(ks, len(grid.z), sig)
     fat_hu = hu["fat"] + tex_cfg["fat_hu"] * tex
     body = _fraction_inside(st["skin"], h)
     ct = hu["air"] + body * (fat_hu - hu["air"])
@@ -1486,7 +1513,7 @@ def _render_slab(placed, grid, ks: slice, design, cfg, table_top, ids, rng, want
     free = 1.0 - body
     ct += free * ((f_top + f_bot) * (hu["table"] - ct) + f_core * (hu["table_core"] - ct))
 
-    ct += design.noise_hu * rng.standard_normal(shape, dtype=np.float32)
+    ct += design.noise_hu * noise.image(ks)
     return ct, label
 
 
@@ -1502,10 +1529,10 @@ def render(design: SubjectDesign, cfg: dict, labels, want_ct: bool = True, seed:
     per_slab = max(1, int(cfg["slab_voxels"]) // (nx * ny))
     ct = np.empty(grid.shape, np.int16) if want_ct else None
     label = np.empty(grid.shape, np.uint8)
-    for n, k0 in enumerate(range(0, nz, per_slab)):
+    noise = _SliceNoise(seed, design.subject_id, (nx, ny))
+    for k0 in range(0, nz, per_slab):
         ks = slice(k0, min(nz, k0 + per_slab))
-        rng = subject_rng(seed, design.subject_id, stream=_SLAB_STREAM + n)
-        c, lab = _render_slab(placed, grid, ks, design, cfg, table_top, ids, rng, want_ct)
+        c, lab = _render_slab(placed, grid, ks, design, cfg, table_top, ids, noise, want_ct)
         label[:, :, ks] = lab
         if want_ct:
             ct[:, :, ks] = np.clip(np.rint(c), hu_min(cfg), hu_max(cfg)).astype(np.int16)

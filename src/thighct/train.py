@@ -622,9 +622,21 @@ def train_model(
     else:
         best_dice, best_epoch = float("nan"), settings.epochs
     ckpt_file.unlink(missing_ok=True)
+    _remove_empty_dirs(ckpt_file.parent, stop=Path(checkpoint_dir or settings.checkpoint_dir))
     return TrainResult(
         net.cpu(), pd.DataFrame(rows, columns=LOG_COLUMNS), best_dice, best_epoch, str(dev), True
     )
+
+
+def _remove_empty_dirs(folder: Path, stop: Path) -> None:
+    """Remove ``folder`` and its parents up to and including ``stop`` while they are empty."""
+    stop = stop.resolve()
+    folder = folder.resolve()
+    while folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        if folder == stop or stop not in folder.parents:
+            break
+        folder = folder.parent
 
 
 def _duration(seconds: float) -> str:

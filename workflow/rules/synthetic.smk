@@ -31,7 +31,15 @@ if SYNTHETIC:
         }
 
     def example_subject():
+        """The subject shown in phantom_example.png (config, else the first annotated)."""
         chosen = config["synthetic"]["example"]["subject"]
+        if chosen and chosen not in SUBJECTS:
+            _fail(
+                ThighctError(
+                    f"synthetic.example.subject {chosen!r} is not an included subject",
+                    fix="give an id from results/cohort/included.tsv, or leave it empty",
+                )
+            )
         return chosen or (ANNOTATED or SUBJECTS)[0]
 
     rule synthetic_scan:
