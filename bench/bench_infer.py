@@ -68,8 +68,10 @@ METHODS = {
         "channels_last": False,
         "fast_norm": False,
         "split_head": False,
+        "workers": 1,
     },
-    "streamed": {},
+    "streamed, 1 worker": {"sw_batch_size": 1, "workers": 1},
+    "streamed, 2 workers": {"sw_batch_size": 1, "workers": 2},
 }
 
 
@@ -103,13 +105,13 @@ def worker(args) -> None:
     from thighct import infer
     from thighct.models import build_network
 
-    infer.set_threads(args.threads)
+    overrides = METHODS[args.worker]
+    infer.set_threads(args.threads, (overrides or {}).get("workers", 1))
     cfg = NETWORKS[args.net]
     torch.manual_seed(args.seed)
     net = build_network("bench", dict(cfg), N_CLASSES).eval()
     roi = tuple(cfg["roi"])
     image = thigh_image(tuple(args.shape), args.seed)
-    overrides = METHODS[args.worker]
     if overrides is None:
         from monai.inferers import sliding_window_inference
 

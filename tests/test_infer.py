@@ -82,6 +82,15 @@ def test_streamed_labels_equal_monai_sliding_window_labels(mode, axis):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_windows_computed_by_two_workers_give_the_same_labels():
+    net = small_unet()
+    image = random_image((41, 23, 30), seed=2)
+    one = infer.sliding_window_labels(image, net, (16, 16, 16), 5, sw_batch_size=2)
+    two = infer.sliding_window_labels(image, net, (16, 16, 16), 5, sw_batch_size=2, workers=2)
+    np.testing.assert_array_equal(two, one)
+    np.testing.assert_array_equal(one, monai_labels(net, image, (16, 16, 16), 0.25))
+
+
 def test_axes_shorter_than_the_roi_are_padded_as_monai_pads():
     net = small_unet()
     image = random_image((40, 9, 20))

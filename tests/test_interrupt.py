@@ -61,16 +61,15 @@ def _train_log(path: Path) -> str:
 def test_a_killed_run_resumes_with_rerun_incomplete_to_the_same_results(tiny_run, tmp_path):
     work = _copy_run(tiny_run, tmp_path / "work")
     reference = _train_log(tiny_run / TARGET)
+    (work / JOB_LOG).unlink()
     proc = _start(work, "--forcerun", "train", TARGET)
     try:
-        # Mid-job: the training job has started (Snakemake marked its outputs incomplete) and
-        # its script has written to its log.
+        # Mid-job: the training script has logged its first epoch (and checkpointed it).
         _wait_for(
-            lambda: _incomplete_markers(work) and (work / JOB_LOG).exists()
-            and (work / JOB_LOG).stat().st_size > 0,
+            lambda: (work / JOB_LOG).exists() and "epoch 1/" in (work / JOB_LOG).read_text(),
             timeout=300,
-            what="the training job to start",
-        )  # fmt: skip
+            what="the first training epoch",
+        )
         assert proc.poll() is None, proc.stdout.read()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
@@ -80,6 +79,8 @@ def test_a_killed_run_resumes_with_rerun_incomplete_to_the_same_results(tiny_run
     assert proc.returncode == -signal.SIGKILL
     assert _incomplete_markers(work), "Snakemake forgot which job was running"
 
+    # Snakemake removed the outputs when the job started; the model was never written.
+    assert not (work / OUTPUTS[0]).exists()
     # Without the flag Snakemake refuses partial outputs, or reruns the job if none exists.
     dry = run_snakemake(work, "-n", TARGET, configfiles=[TINY], check=False)
     text = dry.stdout + dry.stderr

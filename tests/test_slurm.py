@@ -112,8 +112,7 @@ def slurm():
         pytest.skip(reason)
     # Short: Unix socket paths (munge, MariaDB) are limited to 108 bytes.
     state = Path(tempfile.mkdtemp(prefix="thighct-slurm-"))
-    env = {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
-    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    env = _client_env(state)
     # SIGTERM (a CI timeout) would end pytest without teardown: turn it into an exception.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -138,25 +137,30 @@ def test_slurm_fixture_stops_every_daemon_it_started():
     if reason:
         pytest.skip(reason)
     state = Path(tempfile.mkdtemp(prefix="thighct-slurm-"))
-    env = {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
-    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    env = _client_env(state)
+    pids = []
     try:
         up = subprocess.run(["bash", str(UP), str(state)], env=env, capture_output=True, text=True)
         assert up.returncode == 0, up.stderr[-4000:]
-        pids = [
-            int(line.split()[1])
-            for line in (state / "pids").read_text().splitlines()
-            if line.split()[0] != "link"
-        ]
-        assert len(pids) == 5  # munged, mariadbd, slurmdbd, slurmctld, slurmd
+        records = [line.split() for line in (state / "pids").read_text().splitlines()]
+        pids = [int(pid) for name, pid in records if name != "link"]
+        assert [name for name, _ in records if name != "link"] == [
+            "munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd",
+        ]  # fmt: skip
+        assert all(_alive(pid) for pid in pids)
     finally:
         subprocess.run(["bash", str(DOWN), str(state)], env=env, capture_output=True, text=True)
-    for pid in pids:
-        assert not _alive(pid), f"daemon {pid} still running after down.sh"
-    assert not Path("/etc/slurm/slurm.conf").is_symlink() or (
-        os.readlink("/etc/slurm/slurm.conf") != str(state / "slurm.conf")
-    )
-    shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+    still = [pid for pid in pids if _alive(pid)]
+    assert not still, f"daemons still running after down.sh: {still}"
+    link = Path("/etc/slurm/slurm.conf")
+    assert not (link.is_symlink() and os.readlink(link) == str(state / "slurm.conf"))
+
+
+def _client_env(state: Path) -> dict:
+    env = {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
+    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    return env
 
 
 def _alive(pid: int) -> bool:
@@ -229,11 +233,15 @@ def test_tiny_workflow_runs_every_job_through_slurm_and_trains_on_a_gpu(slurm, t
 
     jobs = {
         j["JobID"]: j
-        for j in _sacct(slurm, "JobID", "JobName", "State", "Comment", "ReqTRES", "SubmitLine")
+        for j in _sacct(
+            slurm, "JobID", "JobName", "State", "ElapsedRaw", "Comment", "ReqTRES", "SubmitLine"
+        )
         if j["JobName"] == run_id
     }
     assert set(jobs) == set(submitted.values()), "sacct does not list every submitted job"
     assert {j["State"] for j in jobs.values()} == {"COMPLETED"}
+    busy = sum(int(j["ElapsedRaw"]) for j in jobs.values())
+    print(f"{len(jobs)} Slurm jobs, {busy} job-seconds in {elapsed:.0f} s of wall time")
 
     rules = {
         jid: j["Comment"].removeprefix("rule_").split("_wildcards_")[0] for jid, j in jobs.items()

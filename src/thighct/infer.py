@@ -24,7 +24,8 @@ channels-last memory layout with every 3-D convolution computed by oneDNN (PyTor
 single-window batches and single-channel inputs to a slower generic path), and instance norm
 computed as group norm with one group per channel (the same normalisation; PyTorch's
 instance norm runs through batch norm on a reshaped copy, which in channels-last costs two
-extra full-size copies per layer).
+extra full-size copies per layer). On CPU, ``workers`` batches of windows can run at once in
+threads, each with its share of the cores; their sums are still added in window order.
 
 Arrays are indexed ``(x, y, z)`` (nibabel voxel order) on the grid of the preprocessed image;
 :func:`thighct.preprocess.to_native` brings the labels back to the scan's own grid.
@@ -63,6 +64,9 @@ class InferSettings:
     fast_norm: instance norm as group norm with one group per channel (same results, faster).
     split_head: accumulate features before a final 1x1x1 convolution instead of logits
         (same results up to float rounding; smaller accumulator, fewer operations).
+    workers: batches of windows computed at once on CPU, each with ``threads // workers``
+        torch threads (:func:`set_threads`). Two single-threaded windows on two cores avoid the
+        per-operation synchronisation of two threads sharing one window.
     """
 
     overlap: float = 0.25
@@ -74,6 +78,7 @@ class InferSettings:
     channels_last: bool = True
     fast_norm: bool = True
     split_head: bool = True
+    workers: int = 1
 
     @classmethod
     def from_config(cls, section: Mapping) -> InferSettings:
@@ -90,6 +95,8 @@ class InferSettings:
             raise ValueError(f"infer.mode must be one of {BLEND_MODES}, got {self.mode!r}")
         if int(self.sw_batch_size) < 1:
             raise ValueError(f"infer.sw_batch_size must be >= 1, got {self.sw_batch_size}")
+        if int(self.workers) < 1:
+            raise ValueError(f"infer.workers must be >= 1, got {self.workers}")
         if self.device not in DEVICES:
             raise ValueError(f"infer.device must be one of {DEVICES}, got {self.device!r}")
 
@@ -428,6 +435,35 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i : i + size]
 
 
+def _in_order(fn: Callable, items: Sequence, workers: int) -> Iterator[tuple]:
+    """``(item, fn(item))`` in order; with ``workers`` > 1, that many items computed at once.
+
+    At most ``workers`` results are in flight, so memory holds ``workers`` windows' outputs.
+    """
+    if workers <= 1:
+        for item in items:
+            yield item, fn(item)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="window") as pool:
+        pending = deque()
+        queue = iter(items)
+        for item in queue:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= workers:
+                break
+        while pending:
+            item, future = pending.popleft()
+            result = future.result()
+            nxt = next(queue, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(fn, nxt)))
+            yield item, result
+            del result
+
+
 def sliding_window_labels(
     image: np.ndarray,
     predictor: Callable[[torch.Tensor], torch.Tensor],
@@ -443,6 +479,7 @@ def sliding_window_labels(
     amp: bool = False,
     head: LinearHead | None = None,
     slab_axis: int | None = None,
+    workers: int = 1,
 ) -> np.ndarray:
     """Class labels (uint8, argmax over classes) of ``image`` by sliding-window inference.
 
@@ -452,6 +489,7 @@ def sliding_window_labels(
     blending weights are MONAI's for ``roi``, ``overlap``, ``mode`` and ``sigma_scale``; axes
     shorter than the ROI are zero-padded as MONAI does. Returns an array of ``image``'s shape.
     ``slab_axis`` (default: the one with the smallest accumulator) is the streaming axis.
+    ``workers`` batches of windows run at once (threads; the sums are still added in order).
     """
     if n_classes > 256:
         raise ValueError(f"{n_classes} classes do not fit uint8 labels")
@@ -477,8 +515,9 @@ def sliding_window_labels(
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     use_amp = amp and device.type == "cuda"
 
-    with torch.inference_mode():
-        for batch in _batches(corners, int(sw_batch_size)):
+    def run(batch):
+        # inference_mode and autocast are per thread: set them where the network runs.
+        with torch.inference_mode():
             windows = torch.stack(
                 [
                     source[tuple(slice(c, c + r) for c, r in zip(corner, roi, strict=True))]
@@ -488,13 +527,15 @@ def sliding_window_labels(
             windows = windows.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 values = predictor(windows)
-            del windows
             if values.shape[1] != channels or tuple(values.shape[2:]) != roi:
                 raise RuntimeError(
                     f"network returned {tuple(values.shape)} for windows of {roi}; expected "
                     f"(batch, {channels}, *{roi})"
                 )
-            values = values.float()
+            return values.float()
+
+    with torch.inference_mode():
+        for batch, values in _in_order(run, list(_batches(corners, int(sw_batch_size))), workers):
             for corner, window_values in zip(batch, values, strict=True):
                 acc.finish_before(corner[axis])
                 acc.add(corner, window_values, weight)
@@ -521,12 +562,13 @@ def predict_labels(
         channels_last=segmenter.channels_last,
         amp=settings.amp,
         head=segmenter.head,
+        workers=settings.workers if segmenter.device.type == "cpu" else 1,
     )
 
 
-def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for torch's intra-op work (the rule's ``threads``)."""
-    torch.set_num_threads(max(int(threads), 1))
+def set_threads(threads: int, workers: int = 1) -> None:
+    """Split the rule's ``threads`` among ``workers`` concurrent windows (torch intra-op threads)."""
+    torch.set_num_threads(max(int(threads) // max(int(workers), 1), 1))
     # One op runs at a time; a single inter-op thread avoids oversubscribing the cores.
     try:
         torch.set_num_interop_threads(1)

@@ -17,7 +17,7 @@ from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
     settings = infer.InferSettings.from_config(snakemake.params.infer)
-    infer.set_threads(snakemake.threads)
+    infer.set_threads(snakemake.threads, settings.workers)
     device = infer.resolve_device(settings.device)
     labels = read_labels(snakemake.input.labels)
     net, meta = load_model(snakemake.input.model, labels, device, net_cfg=snakemake.params.network)
