@@ -165,8 +165,8 @@ def test_env_file_parses_and_pins_every_package_to_the_pip_version(path):
 @pytest.mark.parametrize("path", env_files(), ids=lambda p: p.name)
 def test_env_file_has_no_local_pip_paths(path):
     # Snakemake copies an env file to .snakemake/conda/<hash>.yaml before `conda env create`,
-    # so a relative path such as `-e ../` would point into .snakemake/; the workflow puts src/
-    # on PYTHONPATH instead.
+    # so a relative path such as `-e ../` would point into .snakemake/. thighct needs no install:
+    # a script's path ends with the workflow's own, which holds src/ (common.smk).
     env = yaml.safe_load(path.read_text())
     for dep in env["dependencies"]:
         if isinstance(dep, dict):

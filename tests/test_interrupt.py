@@ -86,6 +86,11 @@ def test_a_killed_run_resumes_with_rerun_incomplete_to_the_same_results(tiny_run
     text = dry.stdout + dry.stderr
     assert "IncompleteFilesException" in text or re.search(r"rule train:", text), text[-3000:]
 
+    # The killed Snakemake left its lock; the error says how to remove it.
+    locked = run_snakemake(work, "--cores", "2", "--rerun-incomplete", TARGET, configfiles=[TINY],
+                           check=False)  # fmt: skip
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    run_snakemake(work, "--unlock", configfiles=[TINY])
     run_snakemake(work, "--cores", "2", "--rerun-incomplete", TARGET, configfiles=[TINY])
     assert not _incomplete_markers(work)
     assert _train_log(work / TARGET) == reference

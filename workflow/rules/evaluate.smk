@@ -37,7 +37,7 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{model}.tsv"
     conda:
-        "../../envs/stats.yaml"
+        "../../envs/evaluate.yaml"
     threads: EVAL_CFG["threads"]
     resources:
         mem_mb=EVAL_CFG["resources"]["mem_mb"],
@@ -83,7 +83,7 @@ rule evaluate_cv:
     log:
         "logs/evaluate_cv/{model}.log",
     conda:
-        "../../envs/stats.yaml"
+        "../../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -116,7 +116,7 @@ rule icc:
     log:
         "logs/icc.log",
     conda:
-        "../../envs/stats.yaml"
+        "../../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -141,7 +141,7 @@ rule compare_models:
     log:
         "logs/compare_models.log",
     conda:
-        "../../envs/stats.yaml"
+        "../../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -166,7 +166,7 @@ rule fig5_table:
     log:
         "logs/fig5_table.log",
     conda:
-        "../../envs/stats.yaml"
+        "../../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -195,7 +195,7 @@ rule fig5_metrics:
     log:
         "logs/fig5_metrics.log",
     conda:
-        "../../envs/stats.yaml"
+        "../../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1000,

@@ -130,7 +130,7 @@ rule volumes_subject:
     wildcard_constraints:
         source="|".join(VOLUME_SOURCES),
     conda:
-        "../../envs/imaging.yaml"
+        "../../envs/segmentation.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -157,7 +157,7 @@ rule volumes:
     wildcard_constraints:
         source="|".join(VOLUME_SOURCES),
     conda:
-        "../../envs/stats.yaml"
+        "../../envs/segmentation.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -203,7 +203,7 @@ rule fig6_examples:
     log:
         "logs/fig6_examples.log",
     conda:
-        "../../envs/imaging.yaml"
+        "../../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=4000,

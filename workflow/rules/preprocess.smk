@@ -17,7 +17,7 @@ rule ingest:
     benchmark:
         "benchmarks/ingest/{subject}.tsv"
     conda:
-        "../../envs/base.yaml"
+        "../../envs/imaging.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -45,7 +45,7 @@ rule ingest_label:
     wildcard_constraints:
         which="label|label_rater2",
     conda:
-        "../../envs/base.yaml"
+        "../../envs/imaging.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -83,7 +83,7 @@ for _chunk, _members in CHUNKS.items():
         benchmark:
             f"benchmarks/preprocess/{_chunk}.tsv"
         conda:
-            "../../envs/base.yaml"
+            "../../envs/segmentation.yaml"
         threads: 1
         resources:
             mem_mb=6000,
@@ -116,7 +116,7 @@ rule fig3_preprocessing:
     log:
         "logs/fig3_preprocessing.log",
     conda:
-        "../../envs/base.yaml"
+        "../../envs/segmentation.yaml"
     threads: 1
     resources:
         mem_mb=4000,
