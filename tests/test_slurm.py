@@ -57,6 +57,16 @@ def test_profile_is_found_from_the_repo_root_and_submits_with_slurm():
     assert {"runtime", "mem_mb"} <= set(cfg["default-resources"])
 
 
+def test_snakemake_finds_the_profile_from_the_repo_root(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "--directory",
+         str(tmp_path), "--configfile", str(TINY)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Using profile slurm" in proc.stderr
+
+
 def test_profile_asks_one_a100_for_training():
     resources = profile()["set-resources"]
     for rule in TRAIN_RULES:

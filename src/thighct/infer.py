@@ -190,22 +190,50 @@ class InstanceNormAsGroupNorm(nn.Module):
         return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 
-def swap_instance_norms(module: nn.Module) -> int:
+class InstanceNormInPlace(InstanceNormAsGroupNorm):
+    """Instance norm that overwrites its input (one full-size tensor less at the peak).
+
+    Only for layers whose input is a fresh convolution output that nothing else reads: the
+    norms inside MONAI's ``UnetResBlock`` and ``UnetBasicBlock`` (UNETR's and DynUNet's blocks).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, x.ndim))
+        var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+        x.sub_(mean).mul_(torch.rsqrt(var + self.eps))
+        if self.weight is not None:
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            x.mul_(self.weight.view(shape)).add_(self.bias.view(shape))
+        return x
+
+
+def _in_place_norm_blocks() -> tuple[type, ...]:
+    from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
+
+    return (UnetResBlock, UnetBasicBlock)
+
+
+def swap_instance_norms(module: nn.Module, in_place: bool = False) -> int:
     """Replace every instance norm without running statistics by :class:`InstanceNormAsGroupNorm`.
 
-    Returns how many were replaced. Layers with running statistics are left alone: in eval
-    mode they normalise with the stored statistics, which group norm would not reproduce.
+    With ``in_place``, the norms of MONAI's ``UnetResBlock`` / ``UnetBasicBlock`` become
+    :class:`InstanceNormInPlace`: their forward passes feed each norm a fresh convolution
+    output and keep no other reference to it. Returns how many layers were replaced. Layers
+    with running statistics are left alone: in eval mode they normalise with the stored
+    statistics, which group norm would not reproduce.
     """
     swapped = 0
+    here_in_place = in_place and isinstance(module, _in_place_norm_blocks())
     for name, child in module.named_children():
         if (
             isinstance(child, nn.modules.instancenorm._InstanceNorm)
             and not child.track_running_stats
         ):
-            setattr(module, name, InstanceNormAsGroupNorm(child))
+            norm = InstanceNormInPlace if here_in_place else InstanceNormAsGroupNorm
+            setattr(module, name, norm(child))
             swapped += 1
         else:
-            swapped += swap_instance_norms(child)
+            swapped += swap_instance_norms(child, in_place)
     return swapped
 
 
@@ -325,7 +353,9 @@ def prepare_network(
     for p in net.parameters():
         p.requires_grad_(False)
     if settings.fast_norm:
-        log.debug("instance norm -> group norm in %d layers", swap_instance_norms(net))
+        log.debug(
+            "instance norm -> group norm in %d layers", swap_instance_norms(net, in_place=True)
+        )
     head = None
     if settings.split_head:
         split = split_linear_head(net)

@@ -107,6 +107,9 @@ for _fold in FOLD_IDS:
             "../scripts/predict.py"
 
 
+from types import SimpleNamespace
+
+
 def volume_label(wildcards):
     """The label map measured: a model's prediction or a rater's manual label."""
     if wildcards.source == "ground_truth":
@@ -116,29 +119,43 @@ def volume_label(wildcards):
     return f"results/predictions/{wildcards.source}/{wildcards.subject}.nii.gz"
 
 
-rule volumes_subject:
-    """One scan's volumes (mm³, by side), mean HU, IMAT share and field-of-view flags."""
-    input:
-        label=volume_label,
-        image="results/ingested/{subject}/image.nii.gz",
-        labels=LABELS_TSV,
-        code=lib("io", "io_tables", "labels", "preprocess", "volumes"),
-    output:
-        table="results/volumes/{source}/{subject}.tsv",
-    log:
-        "logs/volumes_subject/{source}/{subject}.log",
-    wildcard_constraints:
-        source="|".join(VOLUME_SOURCES),
-    conda:
-        "../../envs/segmentation.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    params:
-        volumes=VOLUME_PARAMS,
-    script:
-        "../scripts/volumes_subject.py"
+# Per-scan volume tables, one job per source and chunk of subjects (config `chunks`).
+for _source in VOLUME_SOURCES:
+    for _chunk, _all in CHUNKS.items():
+        _members = [s for s in _all if s in VOLUME_SUBJECTS[_source]]
+        if not _members:
+            continue
+
+        rule:
+            """Scans' volumes (mm³, by side), mean HU, IMAT share and field-of-view flags."""
+            name:
+                f"volumes_{_source}_{_chunk}"
+            input:
+                labels_maps=[
+                    volume_label(SimpleNamespace(source=_source, subject=s))
+                    for s in _members
+                ],
+                images=expand("results/ingested/{subject}/image.nii.gz", subject=_members),
+                labels=LABELS_TSV,
+                code=lib("io", "io_tables", "labels", "preprocess", "volumes"),
+            output:
+                tables=expand(
+                    f"results/volumes/{_source}/{{subject}}.tsv", subject=_members
+                ),
+            log:
+                f"logs/volumes_subject/{_source}_{_chunk}.log",
+            conda:
+                "../../envs/segmentation.yaml"
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=2 + len(_members),
+            params:
+                source=_source,
+                subjects=_members,
+                volumes=VOLUME_PARAMS,
+            script:
+                "../scripts/volumes_subject.py"
 
 
 rule volumes:

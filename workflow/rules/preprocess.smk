@@ -1,59 +1,53 @@
 # Stage 2: ingestion of each scan (NIfTI or DICOM -> checked canonical NIfTI) and the paper's
 # pre-processing (HU window -57..164 -> 0..1, gamma 2, crop to the body, resampling), Fig 3.
-# Ingestion has separate image and label rules (unlabelled subjects have no label, and a rule
-# needs fixed outputs); preprocessing takes a chunk's images and labels in one job.
+# Both run in chunks of subjects (config `chunks`); outputs stay one file per subject.
 
 
-rule ingest:
-    """A scan read, checked (3-D, finite, Hounsfield units) and stored as int16 HU in RAS+."""
-    input:
-        image=source_image,
-        code=lib("io", "ingest"),
-    output:
-        image="results/ingested/{subject}/image.nii.gz",
-        info="results/ingested/{subject}/info.json",
-    log:
-        "logs/ingest/{subject}.log",
-    benchmark:
-        "benchmarks/ingest/{subject}.tsv"
-    conda:
-        "../../envs/imaging.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    params:
-        ingest=config["ingest"],
-    script:
-        "../scripts/ingest.py"
+# One ingest job per chunk of subjects (config `chunks`, see common.smk): Python and the
+# imaging stack start once per chunk. Each scan is read and checked (3-D, finite, Hounsfield
+# units) and stored as int16 HU in RAS+; each label map is checked against its scan's grid,
+# its ids mapped onto labels.tsv, and stored as uint8.
+for _chunk, _members in CHUNKS.items():
+    _ann = [s for s in _members if s in ANNOTATED]
+    _r2 = [s for s in _members if s in RATER2]
 
-
-rule ingest_label:
-    """A label map checked against its scan's grid, its ids mapped to labels.tsv, as uint8."""
-    input:
-        label=lambda w: (
-            source_label_rater2(w) if w.which == "label_rater2" else source_label(w)
-        ),
-        image="results/ingested/{subject}/image.nii.gz",
-        labels=LABELS_TSV,
-        code=lib("io", "ingest"),
-    output:
-        label="results/ingested/{subject}/{which}.nii.gz",
-        info="results/ingested/{subject}/{which}_info.json",
-    log:
-        "logs/ingest_label/{subject}_{which}.log",
-    wildcard_constraints:
-        which="label|label_rater2",
-    conda:
-        "../../envs/imaging.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    params:
-        ingest=config["ingest"],
-    script:
-        "../scripts/ingest_label.py"
+    rule:
+        name:
+            f"ingest_{_chunk}"
+        input:
+            images=[subject_row(s)["image"] for s in _members],
+            labels=[subject_row(s)["label"] for s in _ann],
+            labels_rater2=[subject_row(s)["label_rater2"] for s in _r2],
+            label_table=LABELS_TSV,
+            code=lib("io", "ingest"),
+        output:
+            images=expand("results/ingested/{subject}/image.nii.gz", subject=_members),
+            infos=expand("results/ingested/{subject}/info.json", subject=_members),
+            labels=expand("results/ingested/{subject}/label.nii.gz", subject=_ann),
+            label_infos=expand("results/ingested/{subject}/label_info.json", subject=_ann),
+            labels_rater2=expand(
+                "results/ingested/{subject}/label_rater2.nii.gz", subject=_r2
+            ),
+            label_rater2_infos=expand(
+                "results/ingested/{subject}/label_rater2_info.json", subject=_r2
+            ),
+        log:
+            f"logs/ingest/{_chunk}.log",
+        benchmark:
+            f"benchmarks/ingest/{_chunk}.tsv"
+        conda:
+            "../../envs/base.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=5 + 2 * len(_members),
+        params:
+            subjects=_members,
+            annotated=_ann,
+            rater2=_r2,
+            ingest=config["ingest"],
+        script:
+            "../scripts/ingest.py"
 
 
 # One job per chunk of subjects (config `chunks`, see common.smk): MONAI is imported once per

@@ -5,6 +5,9 @@
 # others as annotated. The second rater is its own rule, for the RATER2 subjects only.
 
 
+from types import SimpleNamespace
+
+
 if SYNTHETIC:
 
     # Grid, anatomy and intensity settings a scan depends on (not the figure or the 2nd rater,
@@ -42,31 +45,39 @@ if SYNTHETIC:
             )
         return chosen or (ANNOTATED or SUBJECTS)[0]
 
-    rule synthetic_scan:
-        """One subject's phantom: CT (int16 HU), 30-class label map (uint8), true volumes."""
-        input:
-            labels=LABELS_TSV,
-            code=lib("synthetic", "io", "labels"),
-        output:
-            ct="results/synthetic/{subject}/ct.nii.gz",
-            label="results/synthetic/{subject}/label.nii.gz",
-            truth="results/synthetic/{subject}/truth.tsv",
-        log:
-            "logs/synthetic_scan/{subject}.log",
-        benchmark:
-            "benchmarks/synthetic_scan/{subject}.tsv"
-        conda:
-            "../../envs/imaging.yaml"
-        threads: 1
-        resources:
-            mem_mb=3000,
-            runtime=10,
-        params:
-            subject=synthetic_subject,
-            synthetic=SYNTHETIC_SCAN_CFG,
-            seed=SEED,
-        script:
-            "../scripts/synthetic_scan.py"
+    # One job per chunk of subjects (config `chunks`, see common.smk): each job starts Python
+    # and imports the imaging stack once for all its scans.
+    for _chunk, _members in CHUNKS.items():
+
+        rule:
+            """Phantoms of a chunk: CT (int16 HU), 30-class label map (uint8), true volumes."""
+            name:
+                f"synthetic_scan_{_chunk}"
+            input:
+                labels=LABELS_TSV,
+                code=lib("synthetic", "io", "labels"),
+            output:
+                ct=expand("results/synthetic/{subject}/ct.nii.gz", subject=_members),
+                label=expand("results/synthetic/{subject}/label.nii.gz", subject=_members),
+                truth=expand("results/synthetic/{subject}/truth.tsv", subject=_members),
+            log:
+                f"logs/synthetic_scan/{_chunk}.log",
+            benchmark:
+                f"benchmarks/synthetic_scan/{_chunk}.tsv"
+            conda:
+                "../../envs/imaging.yaml"
+            threads: 1
+            resources:
+                mem_mb=3000,
+                runtime=2 + len(_members),
+            params:
+                subjects={
+                    s: synthetic_subject(SimpleNamespace(subject=s)) for s in _members
+                },
+                synthetic=SYNTHETIC_SCAN_CFG,
+                seed=SEED,
+            script:
+                "../scripts/synthetic_scan.py"
 
     rule synthetic_rater2:
         """A second rater's label map: boundaries shifted a voxel or two, small swaps (ICC)."""
