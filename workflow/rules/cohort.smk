@@ -9,13 +9,6 @@ if SYNTHETIC:
             lib("cohort"),
         output:
             "results/cohort/cohort.tsv",
-        params:
-            cohort=config["synthetic_cohort"],
-            criteria=CRITERIA,
-            cutoffs=CUTOFFS,
-            split=config["split"],
-            seed=SEED,
-            root=SYNTHETIC_ROOT,
         log:
             "logs/synthetic_cohort.log",
         conda:
@@ -24,6 +17,13 @@ if SYNTHETIC:
         resources:
             mem_mb=1000,
             runtime=5,
+        params:
+            cohort=config["synthetic_cohort"],
+            criteria=CRITERIA,
+            cutoffs=CUTOFFS,
+            split=config["split"],
+            seed=SEED,
+            root=SYNTHETIC_ROOT,
         script:
             "../scripts/synthetic_cohort.py"
 
@@ -36,8 +36,6 @@ else:
             code=lib("cohort"),
         output:
             "results/cohort/cohort.tsv",
-        params:
-            criteria=CRITERIA,
         log:
             "logs/cohort_table.log",
         conda:
@@ -46,6 +44,8 @@ else:
         resources:
             mem_mb=1000,
             runtime=5,
+        params:
+            criteria=CRITERIA,
         script:
             "../scripts/cohort_table.py"
 
@@ -58,10 +58,6 @@ rule filter_cohort:
     output:
         flow="results/cohort/flow.tsv",
         included="results/cohort/included.tsv",
-    params:
-        criteria=CRITERIA,
-        split=config["split"],
-        seed=SEED,
     log:
         "logs/filter_cohort.log",
     conda:
@@ -70,6 +66,10 @@ rule filter_cohort:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        criteria=CRITERIA,
+        split=config["split"],
+        seed=SEED,
     script:
         "../scripts/filter_cohort.py"
 
@@ -87,9 +87,6 @@ rule fig1_flow:
             category="1. Cohort",
         ),
         svg="results/figures/fig1_flow.svg",
-    params:
-        dpi=config["plots"]["dpi"],
-        colour=config["plots"]["flow_colour"],
     log:
         "logs/fig1_flow.log",
     conda:
@@ -98,6 +95,9 @@ rule fig1_flow:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        dpi=config["plots"]["dpi"],
+        colour=config["plots"]["flow_colour"],
     script:
         "../scripts/fig1_flow.py"
 

@@ -5,7 +5,9 @@ import sys
 
 import pandas as pd
 
-sys.path.insert(0, str(REPO / "src"))  # the library works even without `pip install -e .`
+sys.path.insert(
+    0, str(REPO / "src")
+)  # the library works even without `pip install -e .`
 
 from thighct import cohort as cohort_lib
 from thighct.errors import ThighctError
@@ -26,7 +28,9 @@ def lib(*modules):
     Snakemake tracks a rule's script but not the modules it imports, so the modules are
     declared as inputs (their mtimes then trigger reruns).
     """
-    return [str(REPO / "src" / "thighct" / f"{m.replace('.', '/')}.py") for m in modules]
+    return [
+        str(REPO / "src" / "thighct" / f"{m.replace('.', '/')}.py") for m in modules
+    ]
 
 
 def _fail(exc):
@@ -50,7 +54,11 @@ SYNTHETIC_ROOT = "results/synthetic"
 try:
     if SYNTHETIC:
         _raw = cohort_lib.synthetic_cohort(
-            config["synthetic_cohort"], CRITERIA, CUTOFFS, SEED, image_root=SYNTHETIC_ROOT
+            config["synthetic_cohort"],
+            CRITERIA,
+            CUTOFFS,
+            SEED,
+            image_root=SYNTHETIC_ROOT,
         )
         _inc, _ = cohort_lib.filter_cohort(
             _raw, CRITERIA, config["split"]["n_val"], config["split"]["folds"], SEED
@@ -61,7 +69,9 @@ try:
     else:
         COHORT_TSV = repo_path(config["cohort"]["table"])
         _raw = cohort_lib.read_cohort(COHORT_TSV)
-    COHORT = cohort_lib.validate_cohort(_raw, CRITERIA, path=None if SYNTHETIC else COHORT_TSV)
+    COHORT = cohort_lib.validate_cohort(
+        _raw, CRITERIA, path=None if SYNTHETIC else COHORT_TSV
+    )
     INCLUDED, FLOW = cohort_lib.filter_cohort(
         COHORT,
         CRITERIA,

@@ -27,7 +27,9 @@ VOLUME_SOURCES = list(MODELS) + ["ground_truth"] + (["rater2"] if RATER2 else []
 def predict_inputs(model_path, members):
     return {
         "model": model_path,
-        "images": expand("results/preprocessed/{subject}/image.nii.gz", subject=members),
+        "images": expand(
+            "results/preprocessed/{subject}/image.nii.gz", subject=members
+        ),
         "transforms": expand(
             "results/preprocessed/{subject}/transform.json", subject=members
         ),
@@ -66,7 +68,9 @@ for _chunk, _members in CHUNKS.items():
             runtime=INFER_CFG["resources"]["runtime"] * len(_members),
         params:
             subjects=_members,
-            infer={k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")},
+            infer={
+                k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")
+            },
             network=lambda wc: config["networks"][wc.model],
         script:
             "../scripts/predict.py"
@@ -80,7 +84,9 @@ for _fold in FOLD_IDS:
         name:
             f"predict_fold{_fold}"
         input:
-            **predict_inputs(f"results/models/{{model}}/fold{_fold}/model.pt", _held_out),
+            **predict_inputs(
+                f"results/models/{{model}}/fold{_fold}/model.pt", _held_out
+            ),
         output:
             predictions=expand(
                 f"results/predictions/{{{{model}}}}/fold{_fold}/{{subject}}.nii.gz",
@@ -101,7 +107,9 @@ for _fold in FOLD_IDS:
             runtime=INFER_CFG["resources"]["runtime"] * max(len(_held_out), 1),
         params:
             subjects=_held_out,
-            infer={k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")},
+            infer={
+                k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")
+            },
             network=lambda wc: config["networks"][wc.model],
         script:
             "../scripts/predict.py"
@@ -135,7 +143,9 @@ for _source in VOLUME_SOURCES:
                     volume_label(SimpleNamespace(source=_source, subject=s))
                     for s in _members
                 ],
-                images=expand("results/ingested/{subject}/image.nii.gz", subject=_members),
+                images=expand(
+                    "results/ingested/{subject}/image.nii.gz", subject=_members
+                ),
                 labels=LABELS_TSV,
                 code=lib("io", "io_tables", "labels", "preprocess", "volumes"),
             output:
@@ -191,8 +201,12 @@ FIG6_SUBJECTS = list(INFER_CFG["figure"]["subjects"]) or (VAL or ANNOTATED)[:2]
 
 def fig6_inputs(wildcards):
     inputs = {
-        "images": expand("results/ingested/{subject}/image.nii.gz", subject=FIG6_SUBJECTS),
-        "truths": expand("results/ingested/{subject}/label.nii.gz", subject=FIG6_SUBJECTS),
+        "images": expand(
+            "results/ingested/{subject}/image.nii.gz", subject=FIG6_SUBJECTS
+        ),
+        "truths": expand(
+            "results/ingested/{subject}/label.nii.gz", subject=FIG6_SUBJECTS
+        ),
         "predictions": expand(
             "results/predictions/{model}/{subject}.nii.gz",
             model=MODELS,
@@ -203,7 +217,9 @@ def fig6_inputs(wildcards):
     }
     # The Dice in the titles is the one the evaluation reports, when it scores these subjects.
     if set(FIG6_SUBJECTS) <= set(VAL):
-        inputs["metrics"] = expand("results/metrics/{model}/per_subject.tsv", model=MODELS)
+        inputs["metrics"] = expand(
+            "results/metrics/{model}/per_subject.tsv", model=MODELS
+        )
     return inputs
 
 
@@ -236,7 +252,9 @@ rule fig6_examples:
 
 
 ALL_TARGETS.extend(
-    expand("results/predictions/{model}/{subject}.nii.gz", model=MODELS, subject=SUBJECTS)
+    expand(
+        "results/predictions/{model}/{subject}.nii.gz", model=MODELS, subject=SUBJECTS
+    )
     + expand("results/volumes/{source}.tsv", source=VOLUME_SOURCES)
     + (["results/figures/fig6_examples.png"] if FIG6_SUBJECTS else [])
 )

@@ -24,7 +24,9 @@ for _chunk, _members in CHUNKS.items():
             images=expand("results/ingested/{subject}/image.nii.gz", subject=_members),
             infos=expand("results/ingested/{subject}/info.json", subject=_members),
             labels=expand("results/ingested/{subject}/label.nii.gz", subject=_ann),
-            label_infos=expand("results/ingested/{subject}/label_info.json", subject=_ann),
+            label_infos=expand(
+                "results/ingested/{subject}/label_info.json", subject=_ann
+            ),
             labels_rater2=expand(
                 "results/ingested/{subject}/label_rater2.nii.gz", subject=_r2
             ),

@@ -7,7 +7,6 @@
 
 from types import SimpleNamespace
 
-
 if SYNTHETIC:
 
     # Grid, anatomy and intensity settings a scan depends on (not the figure or the 2nd rater,
@@ -58,7 +57,9 @@ if SYNTHETIC:
                 code=lib("synthetic", "io", "labels"),
             output:
                 ct=expand("results/synthetic/{subject}/ct.nii.gz", subject=_members),
-                label=expand("results/synthetic/{subject}/label.nii.gz", subject=_members),
+                label=expand(
+                    "results/synthetic/{subject}/label.nii.gz", subject=_members
+                ),
                 truth=expand("results/synthetic/{subject}/truth.tsv", subject=_members),
             log:
                 f"logs/synthetic_scan/{_chunk}.log",
