@@ -179,3 +179,37 @@ def test_a_label_map_on_another_grid_is_refused():
     shifted[0, 3] += 1.5
     with pytest.raises(ThighctError, match="not on the grid"):
         vol.check_same_grid(label, shifted, hu, affine, subject="S1")
+
+
+REAL = REPO.parent / "shared" / "data" / "real-ct"
+
+
+@pytest.mark.realct
+@pytest.mark.skipif(not (REAL / "example_seg_v1.nii.gz").exists(), reason=f"no real CT at {REAL}")
+def test_the_midline_of_a_real_ct_splits_left_and_right_structures_as_totalsegmentator_does():
+    """TotalSegmentator's example CT labels left and right femur, hip bone and glutei
+    separately: our midline must give each side's volume (3 mm voxels; a metal hip on the left)."""
+    from thighct import io
+
+    ct = io.load_nifti(REAL / "example_ct.nii.gz")
+    seg = io.load_nifti(REAL / "example_seg_v1.nii.gz").array
+    assert io.orientation_of(ct.affine) == "RAS"
+    pairs = {
+        "femur": (88, 89),
+        "iliac": (90, 91),
+        "gluteus_maximus": (94, 95),
+        "gluteus_medius": (96, 97),
+    }
+    label = np.zeros(seg.shape, np.uint8)
+    for name, ids in pairs.items():
+        label[np.isin(seg, ids)] = LABELS.id_of(name)
+    table = vol.subject_volumes("realct", label, ct.array, ct.affine, LABELS, vol.VolumeSettings())
+    voxel = vol.voxel_volume_mm3(ct.affine)
+    for name, (left_id, right_id) in pairs.items():
+        r = row(table, name)
+        assert r["volume_left_mm3"] == pytest.approx((seg == left_id).sum() * voxel, rel=0.01)
+        assert r["volume_right_mm3"] == pytest.approx((seg == right_id).sum() * voxel, rel=0.01)
+        on_edge = np.isin(seg[:, :, [0, -1]], (left_id, right_id)).any()
+        assert bool(r["fov_cut"]) == on_edge
+    assert bool(row(table, "femur")["fov_cut"])  # the scan ends at the femoral heads
+    assert row(table, "femur")["mean_hu"] > 300  # bone, and the left one is metal

@@ -72,7 +72,7 @@ class InferSettings:
     overlap: float = 0.25
     mode: str = "constant"
     sigma_scale: float = 0.125
-    sw_batch_size: int = 2
+    sw_batch_size: int = 1
     device: str = "auto"
     amp: bool = False
     channels_last: bool = True
@@ -503,7 +503,7 @@ def sliding_window_labels(
     overlap: float = 0.25,
     mode: str = "constant",
     sigma_scale: float = 0.125,
-    sw_batch_size: int = 2,
+    sw_batch_size: int = 1,
     device: torch.device | str = "cpu",
     channels_last: bool = False,
     amp: bool = False,
