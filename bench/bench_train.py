@@ -5,7 +5,9 @@ A step is what rule train does per optimiser step: forward, Dice loss, backward 
 update on ``batch_size x crops_per_image`` crops of the network's ROI (default: 2 x 4 crops;
 paper: 2 x 4 crops of 96³). Crops are random intensities with random labels: the arithmetic is
 the same as on real data. Steps after ``--warmup`` untimed ones are timed, and the median is
-printed with samples per second = crops per step / seconds per step.
+printed with samples per second = crops per step / seconds per step. "CPU s/step" is the
+process's CPU time per step (all threads): on a shared machine it shows the work a step needs
+when wall-clock time is inflated by other processes.
 
 On a CPU the paper's step (8 crops of 96³ through UNETR-base) needs tens of GB and minutes,
 so ``--paper-crops`` (default 2 on CPU) crops are run per step there and the time of a full
@@ -65,11 +67,11 @@ def time_steps(model, net_cfg, train_cfg, n_classes, crops, steps, warmup, devic
     roi = network_roi(net_cfg)
     images = torch.rand(crops, 1, *roi, device=device)
     labels = torch.randint(0, n_classes, (crops, 1, *roi), device=device)
-    times = []
+    times, cpu = [], []
     for k in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, enabled=amp):
             loss = loss_fn(net(images), labels)
@@ -80,6 +82,7 @@ def time_steps(model, net_cfg, train_cfg, n_classes, crops, steps, warmup, devic
             torch.cuda.synchronize()
         if k >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     peak = (
         torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     )
@@ -87,6 +90,7 @@ def time_steps(model, net_cfg, train_cfg, n_classes, crops, steps, warmup, devic
         "params": count_parameters(net),
         "roi": roi,
         "seconds": statistics.median(times),
+        "cpu_seconds": statistics.median(cpu),
         "gpu_gib": peak,
     }
 
@@ -120,7 +124,7 @@ def main() -> None:
     print(f"# bench_train on {where}; torch {torch.__version__}; {n_classes} classes")
     print(
         f"{'model':6s} {'size':8s} {'params':>11s} {'roi':>12s} {'crops/step':>10s} "
-        f"{'s/step':>9s} {'samples/s':>10s} {'GPU GiB':>8s}  note"
+        f"{'s/step':>9s} {'samples/s':>10s} {'CPU s/step':>10s} {'GPU GiB':>8s}  note"
     )
     for size in args.sizes.split(","):
         cfg = configs[size]
@@ -145,10 +149,12 @@ def main() -> None:
                 device,
             )
             seconds = r["seconds"] * per_step / crops
+            cpu_seconds = r["cpu_seconds"] * per_step / crops
             roi = "x".join(map(str, r["roi"]))
             print(
                 f"{model:6s} {size:8s} {r['params']:>11,d} {roi:>12s} {per_step:>10d} "
-                f"{seconds:>9.3f} {per_step / seconds:>10.2f} {r['gpu_gib']:>8.2f}  {note}",
+                f"{seconds:>9.3f} {per_step / seconds:>10.2f} {cpu_seconds:>10.3f} "
+                f"{r['gpu_gib']:>8.2f}  {note}",
                 flush=True,
             )
 
