@@ -23,7 +23,7 @@ from rule_inventory import inventory
 pytestmark = pytest.mark.workflow
 
 COHORT_RULES = {"synthetic_cohort", "cohort_table", "filter_cohort", "fig1_flow", "label_tables"}
-INGEST_RULES = {"ingest", "ingest_label"}
+CHUNKED_PREFIXES = ("synthetic_scan_chunk", "ingest_chunk", "preprocess_chunk", "predict_chunk")
 
 
 def planned_jobs(workdir: Path, *args: str, configs=()) -> list[dict]:
@@ -101,7 +101,8 @@ def test_a_preprocessing_change_reruns_preprocessing_and_below_but_not_the_cohor
     planned = rules_of(planned_jobs(tiny_run, configs=[gamma]))
     assert any(r.startswith("preprocess") for r in planned), planned
     assert "train" in planned, "training reads the preprocessed scans"
-    assert not planned & (COHORT_RULES | INGEST_RULES), planned & (COHORT_RULES | INGEST_RULES)
+    assert not planned & COHORT_RULES, planned & COHORT_RULES
+    assert not [r for r in planned if r.startswith("ingest_chunk")], planned
     assert not any(r.startswith("synthetic") for r in planned), planned
 
 
@@ -157,7 +158,12 @@ def test_adding_one_subject_runs_its_own_jobs_and_the_aggregates_only(tiny_run, 
     jobs = planned_jobs(work, configs=[user])
     others = [j for j in jobs if j["wildcards"].get("subject") not in (None, "NEW001")]
     assert not others, f"jobs of other subjects rerun: {others}"
-    assert {"ingest"} <= rules_of(j for j in jobs if j["wildcards"].get("subject") == "NEW001")
+    # The per-scan stages run in chunks (config `chunks`): only the new subject's chunk reruns.
+    ingest_jobs = [j for j in jobs if j["rule"].startswith("ingest_chunk")]
+    assert len(ingest_jobs) == 1 and any("NEW001" in o for o in ingest_jobs[0]["output"])
+    for j in jobs:
+        if j["rule"].startswith(CHUNKED_PREFIXES) or re.match(r"volumes_.+_chunk", j["rule"]):
+            assert any("NEW001" in o for o in j["output"]), f"a chunk without NEW001 reruns: {j}"
     assert not rules_of(jobs) & {"train", "train_fold"}, "an unlabelled scan retrained a model"
     # Chunked per-scan rules (preprocess, predict) rerun the new subject's chunk only.
     for prefix in ("preprocess_chunk", "predict_chunk"):

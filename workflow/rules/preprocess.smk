@@ -38,7 +38,7 @@ for _chunk, _members in CHUNKS.items():
         benchmark:
             f"benchmarks/ingest/{_chunk}.tsv"
         conda:
-            "../../envs/base.yaml"
+            "../../envs/imaging.yaml"
         threads: 1
         resources:
             mem_mb=4000,
