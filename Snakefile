@@ -19,6 +19,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/functions.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/preprocess.smk"

@@ -92,14 +92,6 @@ def voxel_volume_mm3(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, float)[:3, :3])))
 
 
-def world_x(affine: np.ndarray, shape: Sequence[int], k: int) -> np.ndarray:
-    """World x (mm, RAS+) of the voxel centres of axial slice ``k``, shape ``(x, y)``."""
-    a = np.asarray(affine, float)
-    i = np.arange(shape[0], dtype=float)[:, None]
-    j = np.arange(shape[1], dtype=float)[None, :]
-    return a[0, 0] * i + a[0, 1] * j + (a[0, 2] * k + a[0, 3])
-
-
 def body_midline_x(hu: np.ndarray, affine: np.ndarray, settings: VolumeSettings) -> np.ndarray:
     """Body midline per axial slice: world x (mm, RAS+) of the body centroid, smoothed along z.
 
@@ -146,41 +138,6 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray, settings: VolumeSettings)
     return x_coarse[k_full]
 
 
-def right_side_mask(
-    affine: np.ndarray, shape: Sequence[int], midline_x: np.ndarray, k0: int, k1: int
-) -> np.ndarray:
-    """Boolean ``(x, y, k1 - k0)``: voxel centre on the subject's right (world x >= midline)."""
-    out = np.empty((shape[0], shape[1], k1 - k0), dtype=bool)
-    for k in range(k0, k1):
-        out[:, :, k - k0] = world_x(affine, shape, k) >= midline_x[k]
-    return out
-
-
-def check_same_grid(
-    label: np.ndarray,
-    label_affine: np.ndarray,
-    image: np.ndarray,
-    image_affine: np.ndarray,
-    *,
-    subject: str | None = None,
-    path=None,
-    tolerance_mm: float = 1e-3,
-) -> None:
-    """Raise unless the label map lies on the image's grid (same shape, same affine)."""
-    from .errors import ThighctError
-
-    if np.shape(label) != np.shape(image) or not np.allclose(
-        np.asarray(label_affine, float), np.asarray(image_affine, float), atol=tolerance_mm
-    ):
-        raise ThighctError(
-            f"the label map (shape {np.shape(label)}) is not on the grid of the ingested image "
-            f"(shape {np.shape(image)}); volumes and HU would not match voxel for voxel",
-            subject=subject,
-            path=path,
-            fix="rerun the rule that wrote the label map (predict or ingest_label) for this subject",
-        )
-
-
 # ----------------------------------------------------------------------------- counting
 @dataclass
 class ClassSums:
@@ -200,9 +157,10 @@ def class_sums(
     n_classes: int,
     imat_hu: Sequence[float],
 ) -> ClassSums:
-    """Count voxels per class (all, right side), sum their HU and count those in the IMAT band.
+    """Per foreground class: voxel count (all, right side), HU sum, count in the IMAT band.
 
-    Works slab by slab along z so memory stays a few voxel slabs whatever the scan size.
+    Background (id 0) is not counted. Works slab by slab along z on the labelled voxels only,
+    so memory stays small and time follows the labelled volume, whatever the scan size.
     """
     label = np.asarray(label)
     hu = np.asarray(hu)
@@ -213,19 +171,28 @@ def class_sums(
             f"label id {int(label.max())} is not in the label table (0..{n_classes - 1})"
         )
     lo, hi = (float(v) for v in imat_hu)
+    a = np.asarray(affine, float)
     sums = ClassSums(*(np.zeros(n_classes) for _ in range(4)))
     nx, ny, nz = label.shape
     slab = max(1, _SLAB_VOXELS // max(nx * ny, 1))
     for k0 in range(0, nz, slab):
         k1 = min(k0 + slab, nz)
-        lab = label[:, :, k0:k1].astype(np.intp).ravel()
-        h = hu[:, :, k0:k1].astype(np.float64).ravel()
-        right = right_side_mask(affine, label.shape, midline_x, k0, k1).ravel()
+        # Fortran order: nibabel's arrays are Fortran-ordered, so these are views, not copies.
+        flat = label[:, :, k0:k1].ravel(order="F")
+        idx = np.flatnonzero(flat)
+        if idx.size == 0:
+            continue
+        lab = flat[idx].astype(np.intp)
+        h = hu[:, :, k0:k1].ravel(order="F")[idx].astype(np.float64)
+        i = idx % nx
+        j = (idx // nx) % ny
+        k = k0 + idx // (nx * ny)
+        x = a[0, 0] * i + a[0, 1] * j + a[0, 2] * k + a[0, 3]
+        right = x >= midline_x[k]
         sums.count += np.bincount(lab, minlength=n_classes)
         sums.count_right += np.bincount(lab[right], minlength=n_classes)
         sums.hu_sum += np.bincount(lab, weights=h, minlength=n_classes)
-        in_band = (h >= lo) & (h <= hi)
-        sums.imat += np.bincount(lab[in_band], minlength=n_classes)
+        sums.imat += np.bincount(lab[(h >= lo) & (h <= hi)], minlength=n_classes)
     return sums
 
 

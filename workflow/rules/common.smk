@@ -23,7 +23,7 @@ def repo_path(path):
 
 
 def lib(*modules):
-    """Library source files a rule depends on, as inputs: editing a module reruns its rules.
+    """Library source files, as inputs of the jobs that use them (editing a module reruns them).
 
     Snakemake tracks a rule's script but not the modules it imports, so the modules are
     declared as inputs (their mtimes then trigger reruns).

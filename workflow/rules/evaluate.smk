@@ -7,24 +7,6 @@
 EVAL_CFG = config["evaluate"]
 
 
-def evaluation_pairs(subjects, predictions):
-    """Prediction and first-rater label paths of ``subjects`` (prediction pattern has {subject})."""
-    return {
-        "pred": expand(predictions, subject=subjects),
-        "truth": expand("results/ingested/{subject}/label.nii.gz", subject=subjects),
-        "labels": LABELS_TSV,
-        "code": lib("metrics", "io", "io_tables", "labels"),
-    }
-
-
-def fold_evaluation_inputs(wildcards):
-    held_out = fold_subjects(int(wildcards.fold), True)
-    pattern = (
-        f"results/predictions/{wildcards.model}/fold{wildcards.fold}/{{subject}}.nii.gz"
-    )
-    return evaluation_pairs(held_out, pattern)
-
-
 rule evaluate:
     """Every metric of every foreground class for each validation subject, and a per-class summary."""
     input:
@@ -93,18 +75,6 @@ rule evaluate_cv:
         folds=FOLD_IDS,
     script:
         "../scripts/evaluate_cv.py"
-
-
-def icc_inputs(wildcards):
-    inputs = {
-        "models": expand("results/volumes/{model}.tsv", model=MODELS),
-        "ground_truth": "results/volumes/ground_truth.tsv",
-        "labels": LABELS_TSV,
-        "code": lib("metrics", "io_tables", "labels"),
-    }
-    if RATER2:
-        inputs["rater2"] = "results/volumes/rater2.tsv"
-    return inputs
 
 
 rule icc:

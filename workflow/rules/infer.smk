@@ -24,21 +24,6 @@ VOLUME_SUBJECTS = {
 VOLUME_SOURCES = list(MODELS) + ["ground_truth"] + (["rater2"] if RATER2 else [])
 
 
-def predict_inputs(model_path, members):
-    return {
-        "model": model_path,
-        "images": expand(
-            "results/preprocessed/{subject}/image.nii.gz", subject=members
-        ),
-        "transforms": expand(
-            "results/preprocessed/{subject}/transform.json", subject=members
-        ),
-        "ingested": expand("results/ingested/{subject}/image.nii.gz", subject=members),
-        "labels": LABELS_TSV,
-        "code": lib("io", "labels", "models", "preprocess", "infer"),
-    }
-
-
 # One job per model and chunk of subjects (config `chunks`, see common.smk): torch, MONAI and
 # the weights are loaded once per chunk. The benchmark file times the chunk; the timing table
 # has the seconds of each scan.
@@ -115,18 +100,6 @@ for _fold in FOLD_IDS:
             "../scripts/predict.py"
 
 
-from types import SimpleNamespace
-
-
-def volume_label(wildcards):
-    """The label map measured: a model's prediction or a rater's manual label."""
-    if wildcards.source == "ground_truth":
-        return f"results/ingested/{wildcards.subject}/label.nii.gz"
-    if wildcards.source == "rater2":
-        return f"results/ingested/{wildcards.subject}/label_rater2.nii.gz"
-    return f"results/predictions/{wildcards.source}/{wildcards.subject}.nii.gz"
-
-
 # Per-scan volume tables, one job per source and chunk of subjects (config `chunks`).
 for _source in VOLUME_SOURCES:
     for _chunk, _all in CHUNKS.items():
@@ -197,30 +170,6 @@ rule volumes:
 
 # Fig 6 shows two validation subjects (config infer.figure.subjects, else the first two).
 FIG6_SUBJECTS = list(INFER_CFG["figure"]["subjects"]) or (VAL or ANNOTATED)[:2]
-
-
-def fig6_inputs(wildcards):
-    inputs = {
-        "images": expand(
-            "results/ingested/{subject}/image.nii.gz", subject=FIG6_SUBJECTS
-        ),
-        "truths": expand(
-            "results/ingested/{subject}/label.nii.gz", subject=FIG6_SUBJECTS
-        ),
-        "predictions": expand(
-            "results/predictions/{model}/{subject}.nii.gz",
-            model=MODELS,
-            subject=FIG6_SUBJECTS,
-        ),
-        "labels": LABELS_TSV,
-        "code": lib("io", "labels", "plots/style", "plots/segmentation"),
-    }
-    # The Dice in the titles is the one the evaluation reports, when it scores these subjects.
-    if set(FIG6_SUBJECTS) <= set(VAL):
-        inputs["metrics"] = expand(
-            "results/metrics/{model}/per_subject.tsv", model=MODELS
-        )
-    return inputs
 
 
 rule fig6_examples:

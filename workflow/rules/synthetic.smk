@@ -5,8 +5,6 @@
 # others as annotated. The second rater is its own rule, for the RATER2 subjects only.
 
 
-from types import SimpleNamespace
-
 if SYNTHETIC:
 
     # Grid, anatomy and intensity settings a scan depends on (not the figure or the 2nd rater,
@@ -14,35 +12,6 @@ if SYNTHETIC:
     SYNTHETIC_SCAN_CFG = {
         k: v for k, v in config["synthetic"].items() if k not in ("example", "rater2")
     }
-
-    def synthetic_subject(wildcards):
-        """The cohort values a subject's phantom depends on (a change reruns only it)."""
-        row = subject_row(wildcards.subject)
-
-        def number(value):
-            return (
-                None if value is None or value == "" or pd.isna(value) else float(value)
-            )
-
-        return {
-            "sex": str(row["sex"]),
-            "height_cm": float(row["height_cm"]),
-            "weight_kg": number(row["weight_kg"]),
-            "smi": number(row["smi"]),
-            "sarcopenia_cutoff": float(CUTOFFS[row["sex"]]),
-        }
-
-    def example_subject():
-        """The subject shown in phantom_example.png (config, else the first annotated)."""
-        chosen = config["synthetic"]["example"]["subject"]
-        if chosen and chosen not in SUBJECTS:
-            _fail(
-                ThighctError(
-                    f"synthetic.example.subject {chosen!r} is not an included subject",
-                    fix="give an id from results/cohort/included.tsv, or leave it empty",
-                )
-            )
-        return chosen or (ANNOTATED or SUBJECTS)[0]
 
     # One job per chunk of subjects (config `chunks`, see common.smk): each job starts Python
     # and imports the imaging stack once for all its scans.

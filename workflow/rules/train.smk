@@ -7,44 +7,6 @@ TRAIN_CFG = config["train"]
 FOLD_IDS = list(range(FOLDS))
 
 
-def preprocessed(subjects, kind):
-    return expand(
-        "results/preprocessed/{subject}/{kind}.nii.gz", subject=subjects, kind=kind
-    )
-
-
-def fold_subjects(fold, held_out):
-    """Annotated subjects of cross-validation fold ``fold`` (held_out) or of all the others."""
-    rows = INCLUDED[INCLUDED["subject_id"].isin(ANNOTATED)]
-    chosen = rows["fold"] == fold if held_out else rows["fold"] != fold
-    return list(rows.loc[chosen, "subject_id"])
-
-
-def train_inputs(train_ids, val_ids):
-    return {
-        "train_images": preprocessed(train_ids, "image"),
-        "train_labels": preprocessed(train_ids, "label"),
-        "val_images": preprocessed(val_ids, "image"),
-        "val_labels": preprocessed(val_ids, "label"),
-        "labels": LABELS_TSV,
-        "code": lib("io", "labels", "models", "train"),
-    }
-
-
-def fold_inputs(wildcards):
-    fold = int(wildcards.fold)
-    return train_inputs(fold_subjects(fold, False), fold_subjects(fold, True))
-
-
-def fold_params(wildcards):
-    fold = int(wildcards.fold)
-    return {
-        "train": fold_subjects(fold, False),
-        "val": fold_subjects(fold, True),
-        "fold": fold,
-    }
-
-
 rule train:
     """One network trained on the train split, validated on the val split (paper: 60 / 12)."""
     input:
