@@ -238,3 +238,35 @@ def test_a_real_ct_with_metal_and_a_cut_field_of_view_gives_a_well_formed_predic
     )
     on_edge = set(np.unique(native[:, :, 0])) | set(np.unique(native[:, :, -1]))
     assert set(classes.index[classes["fov_cut"]]) == on_edge - {0}
+
+
+def test_fig6_dice_of_a_mask_with_itself_is_one_and_absent_classes_are_left_out():
+    from thighct import metrics
+    from thighct.plots import segmentation
+
+    truth = np.zeros((6, 6, 4), np.uint8)
+    truth[:3] = 1
+    truth[3:, :3] = 2
+    assert segmentation.mean_dice(metrics.confusion_matrix(truth, truth, 30)) == 1.0
+    pred = truth.copy()
+    pred[pred == 2] = 0  # class 2 missed: Dice 0; class 1 perfect; the rest absent
+    assert segmentation.mean_dice(metrics.confusion_matrix(pred, truth, 30)) == 0.5
+
+
+def test_fig6_slices_span_the_labelled_extent_and_the_figure_is_written(tmp_path):
+    from thighct.labels import read_labels
+    from thighct.plots import segmentation
+
+    labels = read_labels(REPO / "config" / "labels.tsv")
+    truth = np.zeros((20, 16, 30), np.uint8)
+    truth[5:15, 4:12, 10:21] = 3
+    assert segmentation.level_slices(truth, [0.0, 0.5, 1.0]) == [10, 15, 20]
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    rows = [
+        segmentation.ExampleRow("S1", k, 3.0 * k, np.full((20, 16), 40.0), truth[:, :, k],
+                                {"unetr": truth[:, :, k]}, affine, {"unetr": 1.0})
+        for k in (10, 15)
+    ]  # fmt: skip
+    png = tmp_path / "fig6.png"
+    segmentation.plot_examples(rows, ["unetr"], labels, png, model_names={"unetr": "UNETR"}, dpi=50)
+    assert png.stat().st_size > 0

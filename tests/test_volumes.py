@@ -21,11 +21,12 @@ GRACILIS = LABELS.id_of("gracilis")
 FEMUR = LABELS.id_of("femur")
 
 
-def two_legs(shape=(60, 30, 20), spacing=(2.0, 2.0, 3.0), flip_x=False):
+def two_legs(shape=(60, 30, 20), spacing=(2.0, 2.0, 3.0), flip_x=False, shear=0.0):
     """Two thighs (muscle HU 50, air -1000) on an RAS grid; the subject's right leg at world +x.
 
     Returns (hu, label, affine, right_leg_mask). Sartorius only in the right leg, rectus femoris
     in both, femur in both; nothing touches the first or last slice except the femur.
+    ``shear`` (mm of world x per slice) tilts the voxel grid against the body, as a gantry tilt.
     """
     nx, ny, nz = shape
     affine = np.diag([*spacing, 1.0])
@@ -33,27 +34,28 @@ def two_legs(shape=(60, 30, 20), spacing=(2.0, 2.0, 3.0), flip_x=False):
     if flip_x:  # an LAS grid: voxel index i grows towards the subject's left
         affine[0, 0] = -spacing[0]
         affine[0, 3] = nx * spacing[0] / 2
-    i = np.arange(nx)[:, None]
-    j = np.arange(ny)[None, :]
-    x_world = affine[0, 0] * i + affine[0, 3]
-    y_world = affine[1, 1] * j + affine[1, 3]
-    legs = np.zeros((nx, ny), bool)
-    right = np.zeros((nx, ny), bool)
+    affine[0, 2] = shear
+    affine[0, 3] -= shear * nz / 2
+    i = np.arange(nx)[:, None, None]
+    j = np.arange(ny)[None, :, None]
+    k = np.arange(nz)[None, None, :]
+    x_world = affine[0, 0] * i + affine[0, 2] * k + affine[0, 3]
+    y_world = affine[1, 1] * j + affine[1, 3] + 0 * k
+    legs = np.zeros(shape, bool)
+    right = np.zeros(shape, bool)
     for cx in (-30.0, 30.0):
         leg = (x_world - cx) ** 2 + y_world**2 < 20.0**2
         legs |= leg
         if cx > 0:
             right |= leg
-    hu = np.where(legs, 50, -1000)[:, :, None].repeat(nz, axis=2).astype(np.int16)
+    hu = np.where(legs, 50, -1000).astype(np.int16)
     label = np.zeros(shape, np.uint8)
-    inner = slice(2, nz - 2)
-    rect2d = legs & (y_world > 4.0)
-    sart2d = right & (y_world < -8.0)
-    label[:, :, inner][rect2d] = RECTUS
-    label[:, :, inner][sart2d] = SARTORIUS
-    femur2d = legs & ((x_world.__abs__() - 30.0) ** 2 + y_world**2 < 4.0**2)
-    label[femur2d] = FEMUR  # every slice: cut at both ends
-    return hu, label, affine, np.broadcast_to(right[:, :, None], shape)
+    inner = np.zeros(shape, bool)
+    inner[:, :, 2 : nz - 2] = True
+    label[inner & legs & (y_world > 4.0)] = RECTUS
+    label[inner & right & (y_world < -8.0)] = SARTORIUS
+    label[legs & ((np.abs(x_world) - 30.0) ** 2 + y_world**2 < 4.0**2)] = FEMUR  # cut at both ends
+    return hu, label, affine, right
 
 
 def row(table, name):
@@ -81,9 +83,11 @@ def test_voxel_volume_of_an_oblique_grid_is_the_determinant():
     assert vol.voxel_volume_mm3(affine) == pytest.approx(0.8 * 0.8 * 1.5)
 
 
-@pytest.mark.parametrize("flip_x", [False, True], ids=["RAS", "LAS"])
-def test_left_and_right_follow_the_subjects_sides(flip_x):
-    hu, label, affine, right = two_legs(flip_x=flip_x)
+@pytest.mark.parametrize(
+    "flip_x, shear", [(False, 0.0), (True, 0.0), (False, 1.5)], ids=["RAS", "LAS", "tilted"]
+)
+def test_left_and_right_follow_the_subjects_sides(flip_x, shear):
+    hu, label, affine, right = two_legs(flip_x=flip_x, shear=shear)
     table = vol.subject_volumes("S1", label, hu, affine, LABELS, SETTINGS)
     voxel = vol.voxel_volume_mm3(affine)
     sart = row(table, "sartorius")

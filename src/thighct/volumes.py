@@ -138,6 +138,31 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray, settings: VolumeSettings)
     return x_coarse[k_full]
 
 
+def check_same_grid(
+    label: np.ndarray,
+    label_affine: np.ndarray,
+    image: np.ndarray,
+    image_affine: np.ndarray,
+    *,
+    subject: str | None = None,
+    path=None,
+    tolerance_mm: float = 1e-3,
+) -> None:
+    """Raise unless the label map lies on the image's grid (same shape, same affine)."""
+    from .errors import ThighctError
+
+    if np.shape(label) != np.shape(image) or not np.allclose(
+        np.asarray(label_affine, float), np.asarray(image_affine, float), atol=tolerance_mm
+    ):
+        raise ThighctError(
+            f"the label map (shape {np.shape(label)}) is not on the grid of the ingested image "
+            f"(shape {np.shape(image)}); volumes and HU would not match voxel for voxel",
+            subject=subject,
+            path=path,
+            fix="rerun the rule that wrote the label map (predict or ingest_label) for this subject",
+        )
+
+
 # ----------------------------------------------------------------------------- counting
 @dataclass
 class ClassSums:

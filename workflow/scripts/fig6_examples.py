@@ -13,15 +13,8 @@ from thighct.plots import segmentation
 from thighct.runlog import logged
 
 
-def subject_mean_dice(pred, truth, n_classes):
-    """Mean Dice over foreground classes present in either map (the evaluation's per-subject mean)."""
-    c = metrics.confusion_matrix(pred, truth, n_classes).astype(float)
-    both = np.diag(c)[1:]
-    total = c.sum(axis=0)[1:] + c.sum(axis=1)[1:]
-    return float(np.mean(2 * both[total > 0] / total[total > 0])) if (total > 0).any() else np.nan
-
-
 def reported_dice(paths, models):
+    """model -> subject -> mean Dice over the classes the evaluation scored."""
     out = {}
     for model, path in zip(models, paths, strict=True):
         table = pd.read_csv(path, sep="\t", comment="#", dtype={"subject": str})
@@ -32,23 +25,20 @@ def reported_dice(paths, models):
 with logged(snakemake.log[0]) as log:
     p = snakemake.params
     labels = read_labels(snakemake.input.labels)
-    reported = (
-        reported_dice(snakemake.input.get("metrics", []), p.models)
-        if "metrics" in snakemake.input.keys()
-        else {}
-    )
+    metric_files = snakemake.input.get("metrics", [])
+    reported = reported_dice(metric_files, p.models) if metric_files else {}
     rows = []
     for s, subject in enumerate(p.subjects):
         ct = io.load_nifti(snakemake.input.images[s], subject=subject)
         truth = io.load_nifti(snakemake.input.truths[s], subject=subject).array
         preds, dice = {}, {}
         for m, model in enumerate(p.models):
-            preds[model] = io.load_nifti(
-                snakemake.input.predictions[m * len(p.subjects) + s], subject=subject
-            ).array
+            path = snakemake.input.predictions[m * len(p.subjects) + s]
+            preds[model] = io.load_nifti(path, subject=subject).array
             dice[model] = reported.get(model, {}).get(subject)
             if dice[model] is None:
-                dice[model] = subject_mean_dice(preds[model], truth, labels.n_classes)
+                confusion = metrics.confusion_matrix(preds[model], truth, labels.n_classes)
+                dice[model] = segmentation.mean_dice(confusion)
             log.info("%s %s: mean Dice %.3f", subject, model, dice[model])
         for k in segmentation.level_slices(truth, p.figure["levels"]):
             rows.append(

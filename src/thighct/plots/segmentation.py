@@ -33,6 +33,16 @@ class ExampleRow:
     dice: dict[str, float] = field(default_factory=dict)  # model -> subject's mean Dice
 
 
+def mean_dice(confusion: np.ndarray) -> float:
+    """Mean Dice over the foreground classes present in either map, from a confusion matrix
+    ``C[truth, prediction]`` (the evaluation's per-subject mean: absent classes left out)."""
+    c = np.asarray(confusion, dtype=float)
+    both = np.diag(c)[1:]
+    total = c.sum(axis=0)[1:] + c.sum(axis=1)[1:]
+    present = total > 0
+    return float(np.mean(2 * both[present] / total[present])) if present.any() else float("nan")
+
+
 def labelled_extent(label: np.ndarray) -> tuple[int, int]:
     """Lowest and highest axial slice (``k``) holding any foreground label; whole range if none."""
     present = np.flatnonzero(np.asarray(label).reshape(-1, label.shape[2], order="F").any(axis=0))
