@@ -109,7 +109,9 @@ def worker(args) -> None:
 
     overrides = dict(METHODS[args.worker])
     plain = overrides.pop("plain", False)
-    infer.set_threads(overrides.pop("threads", args.threads), overrides.get("workers", 1))
+    threads = overrides.pop("threads", args.threads)
+    settings = infer.InferSettings(overlap=args.overlap, device="cpu", **overrides)
+    settings = infer.use_cpu_threads(settings, threads, torch.device("cpu"))
     cfg = NETWORKS[args.net]
     torch.manual_seed(args.seed)
     net = build_network("bench", dict(cfg), N_CLASSES).eval()
@@ -126,7 +128,6 @@ def worker(args) -> None:
                 )
                 return torch.argmax(out, dim=1)[0].to(torch.uint8).numpy()
     else:
-        settings = infer.InferSettings(overlap=args.overlap, device="cpu", **overrides)
         seg = infer.prepare_network(net, N_CLASSES, torch.device("cpu"), settings)
 
         def run():

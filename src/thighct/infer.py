@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class InferSettings:
     split_head: accumulate features before a final 1x1x1 convolution instead of logits
         (same results up to float rounding; smaller accumulator, fewer operations).
     workers: batches of windows computed at once on CPU, each with ``threads // workers``
-        torch threads (:func:`set_threads`). Two single-threaded windows on two cores avoid the
+        torch threads (:func:`use_cpu_threads`). Two single-threaded windows on two cores avoid the
         per-operation synchronisation of two threads sharing one window.
     """
 
@@ -78,7 +78,7 @@ class InferSettings:
     channels_last: bool = True
     fast_norm: bool = True
     split_head: bool = True
-    workers: int = 1
+    workers: int = 2
 
     @classmethod
     def from_config(cls, section: Mapping) -> InferSettings:
@@ -596,14 +596,21 @@ def predict_labels(
     )
 
 
-def set_threads(threads: int, workers: int = 1) -> None:
-    """Split the rule's ``threads`` among ``workers`` concurrent windows (torch intra-op threads)."""
-    torch.set_num_threads(max(int(threads) // max(int(workers), 1), 1))
-    # One op runs at a time; a single inter-op thread avoids oversubscribing the cores.
+def use_cpu_threads(settings: InferSettings, threads: int, device: torch.device) -> InferSettings:
+    """Share the rule's ``threads`` among the window workers; returns the settings to run with.
+
+    Workers never outnumber the threads (and are 1 off the CPU, where the GPU does the work);
+    each worker gets ``threads // workers`` torch intra-op threads.
+    """
+    threads = max(int(threads), 1)
+    workers = min(int(settings.workers), threads) if device.type == "cpu" else 1
+    torch.set_num_threads(max(threads // workers, 1))
+    # One op runs at a time per worker; no inter-op pool on top of the workers.
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass  # fixed once torch has run parallel work in this process
+    return replace(settings, workers=workers)
 
 
 def count_windows(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> int:

@@ -17,8 +17,8 @@ from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
     settings = infer.InferSettings.from_config(snakemake.params.infer)
-    infer.set_threads(snakemake.threads, settings.workers)
     device = infer.resolve_device(settings.device)
+    settings = infer.use_cpu_threads(settings, snakemake.threads, device)
     labels = read_labels(snakemake.input.labels)
     net, meta = load_model(snakemake.input.model, labels, device, net_cfg=snakemake.params.network)
     roi = network_roi(meta["network"])
