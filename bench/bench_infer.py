@@ -11,7 +11,15 @@ alike. Printed per method: median wall seconds and CPU seconds (the CPU time is 
 figure when other jobs share the cores), peak RSS, the peak above the RSS just before the call
 (the inference's own working memory: the model and the torch/MONAI runtime are the same in
 both), and the share of voxels whose label equals the plain call's. Random weights give near-tied
-logits, so float rounding differences flip a few voxels; trained weights flip fewer.
+logits, so float rounding differences flip a few voxels; trained weights flip fewer. The method
+"plain, 1 thread" (not run by default) shows MONAI's own noise floor and how much of a 2-thread
+run's time goes to the two threads waiting for each other on a busy machine.
+
+Methods: "streamed, network as is" isolates the streaming (no network changes, one worker);
+"streamed, 1 worker" adds the network changes of ``thighct.infer.prepare_network`` (2 torch
+threads on one window: least memory); "streamed, 2 workers" runs two windows at once, one
+thread each (fastest; a second window's activations). Timings on a shared machine vary with
+its load (printed); compare methods within one run.
 
     python bench/bench_infer.py [--threads 2] [--repeat 2] [--shape 300 133 225] [--net paper]
     python bench/bench_infer.py --net tiny --shape 120 60 90      # quick check (seconds)

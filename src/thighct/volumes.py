@@ -3,7 +3,8 @@
 One row per class and per group (``labels.groups()``), long format, columns
 :data:`COLUMNS`:
 
-* ``volume_mm3``: voxel count x voxel volume (mm³, ``|det|`` of the affine's 3x3 part).
+* ``volume_mm3``: voxel count x voxel volume (mm³, ``|det|`` of the affine's 3x3 part);
+  background (id 0) has no row.
 * ``volume_left_mm3`` / ``volume_right_mm3``: the part on the subject's left / right of the body
   midline. In RAS+ world coordinates the subject's right is **+x**; a voxel centre with world
   x at or beyond the midline counts as right.
@@ -25,8 +26,13 @@ Per axial slice, the midline is the world x of the body's centroid: the body is 
 and clothing, small components dropped), computed on the same coarse grid the pre-processing
 uses. The centroid of the whole cross-section sits between the legs below the pelvis and on
 the symphysis above it; the table, which could pull it sideways, is removed by the opening.
-Slice centroids are smoothed along z with a running median (``smooth_mm``), so a single odd
-slice (an arm, a cable) does not move it; slices without body take the nearest slice's value.
+Slice centroids are smoothed along z with a running median (``midline_smooth_mm``), so a
+single odd slice (an arm, a cable) does not move it; slices without body take the nearest
+slice's value. The image decides the midline, not the labels, so every source (each model, each
+rater) of a scan is split at the same place. On TotalSegmentator's example CT (a metal hip on
+the left) this split reproduces its left/right femur, glutei and iliopsoas voxel for voxel
+(tests/test_volumes.py). A grossly asymmetric body (one leg much thicker) moves the centroid
+towards the thicker side; the gap between the thighs is usually wide enough to absorb that.
 
 Arrays are indexed ``(x, y, z)`` (nibabel voxel order, RAS+ world) and ``z`` (the third voxel
 axis) is axial, as on every ingested scan. Imports no torch.
