@@ -1,6 +1,6 @@
 """How fast the workflow plans a large cohort: `snakemake -n` on the workflow vs a bare Snakefile.
 
-    python bench/bench_dag.py [--subjects 1000 10000] [--keep DIR]
+    python bench/bench_dag.py [--subjects 1000 10000] [--chunk-size 25] [--keep DIR]
 
 For each cohort size it writes a cohort table of N included subjects (every criterion passed,
 a quarter annotated, empty placeholder files as images: a dry run reads no image), then times,
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def write_cohort(work: Path, n: int) -> Path:
+def write_cohort(work: Path, n: int, chunk_size: int = 0) -> Path:
     """A cohort table of n subjects who pass every criterion, with placeholder image files."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     criteria = config["criteria"]
@@ -68,7 +68,10 @@ def write_cohort(work: Path, n: int) -> Path:
     table = work / "cohort.tsv"
     table.write_text("\n".join(rows) + "\n")
     cfg = work / "bench.yaml"
-    cfg.write_text(yaml.safe_dump({"cohort": {"table": str(table)}}))
+    overrides = {"cohort": {"table": str(table)}}
+    if chunk_size:
+        overrides["chunks"] = -(-n // chunk_size)
+    cfg.write_text(yaml.safe_dump(overrides))
     return cfg
 
 
@@ -166,10 +169,10 @@ def write_bare(shape_path: Path, out: Path) -> int:
     return sum(len(r["jobs"]) for r in shape.values()) + (target is not None)
 
 
-def bench(n: int, root: Path) -> dict:
-    work = root / f"n{n}"
+def bench(n: int, root: Path, chunk_size: int) -> dict:
+    work = root / f"n{n}_c{chunk_size}"
     work.mkdir(parents=True, exist_ok=True)
-    cfg = write_cohort(work, n)
+    cfg = write_cohort(work, n, chunk_size)
     real = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(cfg)]
     shape = work / "shape.json"
     subprocess.run(
@@ -190,6 +193,13 @@ def bench(n: int, root: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=0,
+        help="set config `chunks` to N / this (subjects per preprocess/predict job); "
+        "0 = the config's fixed number of chunks",
+    )
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     parser.add_argument("--dump-shape", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,8 +209,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_dag_") as tmp:
         root = args.keep or Path(tmp)
-        results = [bench(n, root) for n in args.subjects]
+        results = [bench(n, root, args.chunk_size) for n in args.subjects]
 
+    chunking = f"{args.chunk_size} subjects per chunk" if args.chunk_size else "config chunks"
+    print(f"snakemake -n, {chunking}")
     print(
         f"{'subjects':>9} {'jobs':>7} {'parse s':>8} {'workflow s':>11} {'bare s':>7} "
         f"{'ratio':>6} {'workflow ms/job':>16} {'bare ms/job':>12}"
