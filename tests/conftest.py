@@ -34,14 +34,24 @@ def _merge(base: dict, over: dict) -> None:
 
 def run_snakemake(workdir: Path, *args: str, configfiles=(), check=True, timeout=3600, env=None):
     """Run the workflow's Snakefile in ``workdir``; returns the CompletedProcess."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+    ]
     if configfiles:
         cmd += ["--configfile", *map(str, configfiles)]
     cmd += list(args)
     full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 

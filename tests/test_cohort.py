@@ -19,7 +19,9 @@ def _synthetic(cfg):
 
 def _filtered(cfg):
     table = _synthetic(cfg)
-    return cohort.filter_cohort(table, cfg["criteria"], cfg["split"]["n_val"], cfg["split"]["folds"], cfg["seed"])
+    return cohort.filter_cohort(
+        table, cfg["criteria"], cfg["split"]["n_val"], cfg["split"]["folds"], cfg["seed"]
+    )
 
 
 def test_flow_counts_are_478_98_72(default_config):
@@ -56,7 +58,10 @@ def test_clinical_values_are_plausible_for_elderly_hip_fracture(default_config):
     included, _ = _filtered(default_config)
     assert 72 < included["age"].mean() < 83
     assert (included["age"] > 50).all()
-    assert included.groupby("sex")["height_cm"].mean()["M"] > included.groupby("sex")["height_cm"].mean()["F"]
+    assert (
+        included.groupby("sex")["height_cm"].mean()["M"]
+        > included.groupby("sex")["height_cm"].mean()["F"]
+    )
     bmi = included["weight_kg"] / (included["height_cm"] / 100) ** 2
     assert bmi.between(14, 38).all()
 
@@ -93,7 +98,9 @@ def test_validation_split_is_stratified_by_sex(default_config):
 
 def test_folds_are_balanced_and_cover_annotated(default_config):
     table = _synthetic(default_config)
-    included, _ = cohort.filter_cohort(table, default_config["criteria"], 12, 5, default_config["seed"])
+    included, _ = cohort.filter_cohort(
+        table, default_config["criteria"], 12, 5, default_config["seed"]
+    )
     ann = included[included["split"] != "unlabelled"]
     sizes = ann["fold"].value_counts()
     assert sorted(sizes.index) == [0, 1, 2, 3, 4]
@@ -186,7 +193,9 @@ def test_no_subject_passing_is_an_error_that_shows_the_flow(default_config):
 
 def test_missing_value_fails_a_criterion():
     df = pd.DataFrame({"age": [60.0, np.nan, 40.0]})
-    kept, flow = cohort.apply_criteria(df, [{"name": "a", "kind": "inclusion", "column": "age", "op": ">", "value": 50}])
+    kept, flow = cohort.apply_criteria(
+        df, [{"name": "a", "kind": "inclusion", "column": "age", "op": ">", "value": 50}]
+    )
     assert len(kept) == 1 and flow["n_excluded"].iloc[0] == 2
 
 
@@ -196,7 +205,11 @@ def test_smi_status_uses_per_sex_cutoffs():
     st = cohort.smi_status(smi, sex, {"F": 5.4, "M": 7.0})
     assert st.iloc[:4].tolist() == [1.0, 0.0, 1.0, 0.0] and np.isnan(st.iloc[4])
     st2 = cohort.smi_status(smi, sex, {"F": 5.5, "M": 7.0})  # EWGSOP2
-    assert st2.iloc[1] == 0.0 and cohort.smi_status(pd.Series([5.45]), pd.Series(["F"]), {"F": 5.5, "M": 7}).iloc[0] == 1.0
+    assert (
+        st2.iloc[1] == 0.0
+        and cohort.smi_status(pd.Series([5.45]), pd.Series(["F"]), {"F": 5.5, "M": 7}).iloc[0]
+        == 1.0
+    )
 
 
 def test_read_cohort_reports_unparseable_file(tmp_path):
@@ -210,6 +223,16 @@ def test_read_cohort_reports_unparseable_file(tmp_path):
 
 def test_schema_documents_every_clinical_column():
     schema = cohort.load_cohort_schema()
-    for col in ("subject_id", "sex", "age", "height_cm", "weight_kg", "smi", "image", "label", "label_rater2"):
+    for col in (
+        "subject_id",
+        "sex",
+        "age",
+        "height_cm",
+        "weight_kg",
+        "smi",
+        "image",
+        "label",
+        "label_rater2",
+    ):
         assert "description" in schema["properties"][col]
     _ = io  # keep import for doc examples

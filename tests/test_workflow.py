@@ -10,8 +10,14 @@ pytestmark = pytest.mark.workflow
 
 
 def test_cohort_targets_in_a_temporary_directory(tmp_path):
-    run_snakemake(tmp_path, "--cores", "2", "results/figures/fig1_flow.png", "results/cohort/included.tsv",
-                  configfiles=[TINY])
+    run_snakemake(
+        tmp_path,
+        "--cores",
+        "2",
+        "results/figures/fig1_flow.png",
+        "results/cohort/included.tsv",
+        configfiles=[TINY],
+    )
     flow = pd.read_csv(tmp_path / "results/cohort/flow.tsv", sep="\t")
     assert flow["n_before"].iloc[0] == 40 and flow["n_after"].iloc[-1] == 8
     included = pd.read_csv(tmp_path / "results/cohort/included.tsv", sep="\t")
@@ -47,6 +53,14 @@ def test_bad_cohort_table_lists_every_problem_before_any_job(tmp_path):
     proc = run_snakemake(tmp_path, "--cores", "1", "-n", configfiles=[cfg], check=False)
     assert proc.returncode != 0
     text = proc.stderr
-    for needle in ("height_cm", "column sex", "column age", "duplicate id 'P1'", "row 2", "row 3", str(table)):
+    for needle in (
+        "height_cm",
+        "column sex",
+        "column age",
+        "duplicate id 'P1'",
+        "row 2",
+        "row 3",
+        str(table),
+    ):
         assert needle in text, needle
     assert not (tmp_path / "results").exists()

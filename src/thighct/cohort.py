@@ -19,8 +19,14 @@ from .errors import CohortError, ThighctError
 
 CLINICAL_COLUMNS = ("subject_id", "sex", "age", "height_cm", "weight_kg", "smi")
 PATH_COLUMNS = ("image", "label", "label_rater2")
-OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
-       "==": operator.eq, "!=": operator.ne}
+OPS = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 def subject_rng(seed: int, key: str) -> np.random.Generator:
@@ -31,8 +37,9 @@ def subject_rng(seed: int, key: str) -> np.random.Generator:
 # ----------------------------------------------------------------------------- synthetic
 
 
-def synthetic_cohort(cfg: dict, criteria: list[dict], cutoffs: dict, seed: int,
-                     image_root: str = "results/synthetic") -> pd.DataFrame:
+def synthetic_cohort(
+    cfg: dict, criteria: list[dict], cutoffs: dict, seed: int, image_root: str = "results/synthetic"
+) -> pd.DataFrame:
     """Draw the synthetic cohort whose flow reproduces the configured counts exactly.
 
     ``cfg`` is config ``synthetic_cohort``: ``n_patients``, ``first_failures`` (subjects that
@@ -47,8 +54,10 @@ def synthetic_cohort(cfg: dict, criteria: list[dict], cutoffs: dict, seed: int,
     names = [c["name"] for c in criteria]
     unknown = sorted(set(fails) - set(names))
     if unknown:
-        raise ThighctError(f"synthetic_cohort.first_failures names unknown criteria {unknown}",
-                           fix=f"use criterion names from config 'criteria': {names}")
+        raise ThighctError(
+            f"synthetic_cohort.first_failures names unknown criteria {unknown}",
+            fix=f"use criterion names from config 'criteria': {names}",
+        )
     counts_eligible = _eligible_strata(cfg)
     n_eligible = sum(counts_eligible.values())
     n_failed = sum(int(fails.get(k, 0)) for k in names)
@@ -56,14 +65,18 @@ def synthetic_cohort(cfg: dict, criteria: list[dict], cutoffs: dict, seed: int,
         raise ThighctError(
             f"synthetic cohort counts do not add up: {n_failed} excluded + {n_eligible} eligible "
             f"(smi_counts + no_smi_counts) != n_patients {n}",
-            fix="make n_patients = sum(first_failures) + sum(smi_counts) + sum(no_smi_counts)")
+            fix="make n_patients = sum(first_failures) + sum(smi_counts) + sum(no_smi_counts)",
+        )
     if int(cfg["n_annotated"]) > n_eligible:
-        raise ThighctError(f"n_annotated {cfg['n_annotated']} exceeds the {n_eligible} eligible",
-                           fix="lower synthetic_cohort.n_annotated")
+        raise ThighctError(
+            f"n_annotated {cfg['n_annotated']} exceeds the {n_eligible} eligible",
+            fix="lower synthetic_cohort.n_annotated",
+        )
 
     # Who fails first where: a shuffled assignment of fates (eligible or a criterion index).
-    fates = np.concatenate([np.full(int(fails.get(k, 0)), i) for i, k in enumerate(names)]
-                           + [np.full(n_eligible, -1)]).astype(int)
+    fates = np.concatenate(
+        [np.full(int(fails.get(k, 0)), i) for i, k in enumerate(names)] + [np.full(n_eligible, -1)]
+    ).astype(int)
     rng.shuffle(fates)
 
     # Eligible strata: (sex, status) with status in {"sarc", "non", "none"}.
@@ -94,20 +107,30 @@ def synthetic_cohort(cfg: dict, criteria: list[dict], cutoffs: dict, seed: int,
     eligible_ids = [sid for sid, f in zip(ids, fates, strict=True) if f == -1]
     annotated = set(rng.choice(eligible_ids, size=int(cfg["n_annotated"]), replace=False))
     df["image"] = [f"{image_root}/{s}/ct.nii.gz" for s in df["subject_id"]]
-    df["label"] = [f"{image_root}/{s}/label.nii.gz" if s in annotated else "" for s in df["subject_id"]]
+    df["label"] = [
+        f"{image_root}/{s}/label.nii.gz" if s in annotated else "" for s in df["subject_id"]
+    ]
     df["label_rater2"] = ""
-    cols = list(CLINICAL_COLUMNS) + [c["column"] for c in criteria if c["column"] not in CLINICAL_COLUMNS]
+    cols = list(CLINICAL_COLUMNS) + [
+        c["column"] for c in criteria if c["column"] not in CLINICAL_COLUMNS
+    ]
     cols += list(PATH_COLUMNS)
     return df[list(dict.fromkeys(cols))]
 
 
-def assign_rater2(cohort: pd.DataFrame, included: pd.DataFrame, n_rater2: int,
-                  image_root: str = "results/synthetic") -> pd.DataFrame:
+def assign_rater2(
+    cohort: pd.DataFrame,
+    included: pd.DataFrame,
+    n_rater2: int,
+    image_root: str = "results/synthetic",
+) -> pd.DataFrame:
     """Give the first ``n_rater2`` validation subjects (by id) a second rater's label path."""
     val = sorted(included.loc[included["split"] == "val", "subject_id"])[: int(n_rater2)]
     out = cohort.copy()
     mask = out["subject_id"].isin(val)
-    out.loc[mask, "label_rater2"] = [f"{image_root}/{s}/label_rater2.nii.gz" for s in out.loc[mask, "subject_id"]]
+    out.loc[mask, "label_rater2"] = [
+        f"{image_root}/{s}/label_rater2.nii.gz" for s in out.loc[mask, "subject_id"]
+    ]
     return out
 
 
@@ -134,8 +157,13 @@ def _draw_clinical(rng, cfg, sex, status, cutoffs) -> dict:
         smi = cut - 0.05 - abs(rng.normal(0.0, 0.55 if sex == "M" else 0.45))
     else:
         smi = cut + 0.05 + abs(rng.normal(0.0, 0.55 if sex == "M" else 0.45))
-    return {"sex": sex, "age": round(age, 1), "height_cm": round(height, 1),
-            "weight_kg": round(weight, 1), "smi": round(float(smi), 2) if np.isfinite(smi) else np.nan}
+    return {
+        "sex": sex,
+        "age": round(age, 1),
+        "height_cm": round(height, 1),
+        "weight_kg": round(weight, 1),
+        "smi": round(float(smi), 2) if np.isfinite(smi) else np.nan,
+    }
 
 
 def _value_for(crit: dict, passes: bool, rng, current):
@@ -149,7 +177,9 @@ def _value_for(crit: dict, passes: bool, rng, current):
         ok = current is not None and OPS[op](float(current), value)
         return current if ok else (value + 1.0 if op in (">", ">=") else value - 1.0)
     # Fail a numeric criterion with a value on the wrong side (e.g. an age of 40..50).
-    return round(float(value - rng.uniform(0, 10) if op in (">", ">=") else value + rng.uniform(0, 10)), 1)
+    return round(
+        float(value - rng.uniform(0, 10) if op in (">", ">=") else value + rng.uniform(0, 10)), 1
+    )
 
 
 # ---------------------------------------------------------------------------- validation
@@ -159,14 +189,24 @@ def read_cohort(path: str | Path) -> pd.DataFrame:
     """Read a cohort TSV (ids and paths as strings, empty cells as NaN/"" )."""
     path = Path(path)
     if not path.exists():
-        raise ThighctError("cohort table not found", path=path,
-                           fix="set config cohort.table to an existing TSV, or empty for the synthetic cohort")
+        raise ThighctError(
+            "cohort table not found",
+            path=path,
+            fix="set config cohort.table to an existing TSV, or empty for the synthetic cohort",
+        )
     try:
-        df = pd.read_csv(path, sep="\t", comment=None, dtype={"subject_id": str, "sex": str,
-                                                             "image": str, "label": str, "label_rater2": str})
+        df = pd.read_csv(
+            path,
+            sep="\t",
+            comment=None,
+            dtype={"subject_id": str, "sex": str, "image": str, "label": str, "label_rater2": str},
+        )
     except (ValueError, pd.errors.ParserError) as exc:
-        raise ThighctError(f"cannot parse the cohort table: {exc}", path=path,
-                           fix="save it as tab-separated text with a header row") from exc
+        raise ThighctError(
+            f"cannot parse the cohort table: {exc}",
+            path=path,
+            fix="save it as tab-separated text with a header row",
+        ) from exc
     for col in PATH_COLUMNS:
         if col in df.columns:
             df[col] = df[col].fillna("").astype(str)
@@ -185,8 +225,9 @@ def load_cohort_schema(path: str | Path = SCHEMA_PATH) -> dict:
         return yaml.safe_load(fh)
 
 
-def validate_cohort(df: pd.DataFrame, criteria: list[dict], path=None,
-                    schema: dict | None = None) -> pd.DataFrame:
+def validate_cohort(
+    df: pd.DataFrame, criteria: list[dict], path=None, schema: dict | None = None
+) -> pd.DataFrame:
     """Check a cohort table; raise one :class:`CohortError` listing every problem.
 
     Every row is checked against the cohort schema (required values, id pattern, sex F/M,
@@ -209,7 +250,9 @@ def validate_cohort(df: pd.DataFrame, criteria: list[dict], path=None,
     for col in NUMERIC_COLUMNS:
         if col in df.columns:
             numeric = pd.to_numeric(df[col], errors="coerce")
-            for i in df.index[numeric.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")]:
+            for i in df.index[
+                numeric.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
+            ]:
                 reported.add((i, col))
                 problems.append(f"{_row(df, i)}, column {col}: {df.at[i, col]!r} is not a number")
             df[col] = numeric
@@ -233,8 +276,10 @@ def validate_cohort(df: pd.DataFrame, criteria: list[dict], path=None,
                 problems.append(f"{_row(df, i)}, column {col}: missing value")
             else:
                 desc = schema["properties"].get(col, {}).get("description", "")
-                problems.append(f"{_row(df, i)}, column {col}: {err.message}"
-                                + (f" (expected: {desc})" if desc else ""))
+                problems.append(
+                    f"{_row(df, i)}, column {col}: {err.message}"
+                    + (f" (expected: {desc})" if desc else "")
+                )
     sid = df["subject_id"].astype("string")
     dups = sid[sid.duplicated(keep=False) & sid.notna()]
     for dup in sorted(set(dups)):
@@ -313,13 +358,23 @@ def apply_criteria(df: pd.DataFrame, criteria: list[dict]) -> tuple[pd.DataFrame
         holds = OPS[crit["op"]](col, value) & col.notna()
         n_before = len(kept)
         kept = kept[holds.to_numpy(dtype=bool)]
-        flow.append({"step": step, "kind": crit["kind"], "criterion": crit["name"],
-                     "description": crit.get("description", crit["name"]),
-                     "n_before": n_before, "n_excluded": n_before - len(kept), "n_after": len(kept)})
+        flow.append(
+            {
+                "step": step,
+                "kind": crit["kind"],
+                "criterion": crit["name"],
+                "description": crit.get("description", crit["name"]),
+                "n_before": n_before,
+                "n_excluded": n_before - len(kept),
+                "n_after": len(kept),
+            }
+        )
     return kept.reset_index(drop=True), pd.DataFrame(flow)
 
 
-def split_subjects(included: pd.DataFrame, n_val: int | float, folds: int, seed: int) -> pd.DataFrame:
+def split_subjects(
+    included: pd.DataFrame, n_val: int | float, folds: int, seed: int
+) -> pd.DataFrame:
     """Add ``split`` (train / val / unlabelled) and ``fold`` columns.
 
     Annotated subjects (a label path) are split stratified by sex: ``n_val`` subjects (or a
@@ -332,8 +387,10 @@ def split_subjects(included: pd.DataFrame, n_val: int | float, folds: int, seed:
     n_ann = int(annotated.sum())
     n_val = int(round(n_val * n_ann)) if 0 < n_val < 1 else int(n_val)
     if n_val >= n_ann and n_ann > 0:
-        raise ThighctError(f"split.n_val = {n_val} leaves no training subjects among {n_ann} annotated",
-                           fix="lower split.n_val")
+        raise ThighctError(
+            f"split.n_val = {n_val} leaves no training subjects among {n_ann} annotated",
+            fix="lower split.n_val",
+        )
     out["split"] = np.where(annotated, "train", "unlabelled")
     out["fold"] = -1
     rng = np.random.default_rng([int(seed), 7])
@@ -342,7 +399,9 @@ def split_subjects(included: pd.DataFrame, n_val: int | float, folds: int, seed:
     # Largest-remainder allocation of the validation places to each sex.
     quotas = {s: n_val * len(v) / max(n_ann, 1) for s, v in per_sex.items()}
     alloc = {s: int(np.floor(q)) for s, q in quotas.items()}
-    for s in sorted(quotas, key=lambda s: (-(quotas[s] - alloc[s]), s))[: n_val - sum(alloc.values())]:
+    for s in sorted(quotas, key=lambda s: (-(quotas[s] - alloc[s]), s))[
+        : n_val - sum(alloc.values())
+    ]:
         alloc[s] += 1
     val_ids = []
     for s in sexes:
@@ -351,8 +410,10 @@ def split_subjects(included: pd.DataFrame, n_val: int | float, folds: int, seed:
     out.loc[out["subject_id"].isin(val_ids), "split"] = "val"
     if folds and folds > 0:
         if folds > n_ann:
-            raise ThighctError(f"split.folds = {folds} exceeds the {n_ann} annotated subjects",
-                               fix="lower split.folds")
+            raise ThighctError(
+                f"split.folds = {folds} exceeds the {n_ann} annotated subjects",
+                fix="lower split.folds",
+            )
         offset = 0
         for s in sexes:
             ids = list(rng.permutation(per_sex[s]))
@@ -362,25 +423,51 @@ def split_subjects(included: pd.DataFrame, n_val: int | float, folds: int, seed:
     return out
 
 
-def filter_cohort(df: pd.DataFrame, criteria: list[dict], n_val, folds: int, seed: int,
-                  path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def filter_cohort(
+    df: pd.DataFrame,
+    criteria: list[dict],
+    n_val,
+    folds: int,
+    seed: int,
+    path=None,
+    validated: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate, filter and split: returns (included with split and fold, flow table).
 
     The flow table gains a last row for annotation (eligible -> annotated); subjects without a
     label stay included as ``unlabelled`` (segmented by the model, not used to train).
     An empty result is an error that shows the flow.
     """
-    df = validate_cohort(df, criteria, path=path)
+    if not validated:  # the caller may have validated already (row-wise schema checks cost)
+        df = validate_cohort(df, criteria, path=path)
     kept, flow = apply_criteria(df, criteria)
     if kept.empty:
-        raise ThighctError("no subject passes the inclusion and exclusion criteria:\n"
-                           + flow.to_string(index=False), path=path,
-                           fix="check the criteria in config 'criteria' against the table's columns")
+        raise ThighctError(
+            "no subject passes the inclusion and exclusion criteria:\n"
+            + flow.to_string(index=False),
+            path=path,
+            fix="check the criteria in config 'criteria' against the table's columns",
+        )
     n_ann = int((kept["label"] != "").sum())
-    flow = pd.concat([flow, pd.DataFrame([{
-        "step": len(flow) + 1, "kind": "annotation", "criterion": "annotated",
-        "description": "Manual annotation available (others: unlabelled, model only)",
-        "n_before": len(kept), "n_excluded": len(kept) - n_ann, "n_after": n_ann}])], ignore_index=True)
+    flow = pd.concat(
+        [
+            flow,
+            pd.DataFrame(
+                [
+                    {
+                        "step": len(flow) + 1,
+                        "kind": "annotation",
+                        "criterion": "annotated",
+                        "description": "Manual annotation available (others: unlabelled, model only)",
+                        "n_before": len(kept),
+                        "n_excluded": len(kept) - n_ann,
+                        "n_after": n_ann,
+                    }
+                ]
+            ),
+        ],
+        ignore_index=True,
+    )
     included = split_subjects(kept, n_val, folds, seed)
     return included, flow
 

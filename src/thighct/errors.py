@@ -14,7 +14,9 @@ class ThighctError(Exception):
     fix: what the user should do.
     """
 
-    def __init__(self, message: str, *, subject: str | None = None, path=None, fix: str | None = None):
+    def __init__(
+        self, message: str, *, subject: str | None = None, path=None, fix: str | None = None
+    ):
         self.subject = subject
         self.path = None if path is None else str(path)
         self.fix = fix

@@ -23,8 +23,12 @@ def write_text(text: str, path: str | Path) -> None:
             os.remove(tmp)
 
 
-def write_tsv(df: pd.DataFrame, path: str | Path, header_comment: str | None = None,
-              float_format: str | None = None) -> None:
+def write_tsv(
+    df: pd.DataFrame,
+    path: str | Path,
+    header_comment: str | None = None,
+    float_format: str | None = None,
+) -> None:
     """Write a TSV (no index), optionally preceded by ``# `` comment lines."""
     body = df.to_csv(sep="\t", index=False, float_format=float_format, lineterminator="\n")
     head = ""

@@ -98,30 +98,50 @@ def read_labels(path: str | Path) -> LabelTable:
     """Read and check a label table (TSV with id, name, display, group, colour)."""
     path = Path(path)
     try:
-        df = pd.read_csv(path, sep="\t", dtype={"id": int, "name": str, "group": str, "colour": str})
+        df = pd.read_csv(
+            path, sep="\t", dtype={"id": int, "name": str, "group": str, "colour": str}
+        )
     except (OSError, ValueError) as exc:
-        raise ThighctError(f"cannot read the label table: {exc}", path=path,
-                           fix="give a TSV with columns id, name, display, group, colour") from exc
+        raise ThighctError(
+            f"cannot read the label table: {exc}",
+            path=path,
+            fix="give a TSV with columns id, name, display, group, colour",
+        ) from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise ThighctError(f"label table lacks columns {missing}", path=path,
-                           fix="add the columns id, name, display, group, colour")
+        raise ThighctError(
+            f"label table lacks columns {missing}",
+            path=path,
+            fix="add the columns id, name, display, group, colour",
+        )
     df = df.sort_values("id").reset_index(drop=True)
     if list(df["id"]) != list(range(len(df))):
-        raise ThighctError("label ids must be contiguous 0..n-1 with 0 = background", path=path,
-                           fix="renumber the classes 0, 1, 2, ...")
+        raise ThighctError(
+            "label ids must be contiguous 0..n-1 with 0 = background",
+            path=path,
+            fix="renumber the classes 0, 1, 2, ...",
+        )
     if df["name"].duplicated().any():
         dup = sorted(df.loc[df["name"].duplicated(), "name"])
-        raise ThighctError(f"duplicate class names {dup}", path=path, fix="give every class a unique name")
+        raise ThighctError(
+            f"duplicate class names {dup}", path=path, fix="give every class a unique name"
+        )
     bad_colour = df.loc[~df["colour"].str.fullmatch(r"#[0-9a-fA-F]{6}"), "name"].tolist()
     if bad_colour:
-        raise ThighctError(f"colours of {bad_colour} are not #rrggbb", path=path, fix="use hex colours like #e6194b")
+        raise ThighctError(
+            f"colours of {bad_colour} are not #rrggbb",
+            path=path,
+            fix="use hex colours like #e6194b",
+        )
     return LabelTable(df)
 
 
 def slicer_colour_table(labels: LabelTable) -> str:
     """3D Slicer colour table (.ctbl / .txt): ``id name r g b a`` per line."""
-    lines = ["# 3D Slicer colour table written by thighct", f"# Number of colors: {labels.n_classes}"]
+    lines = [
+        "# 3D Slicer colour table written by thighct",
+        f"# Number of colors: {labels.n_classes}",
+    ]
     for cid, (r, g, b) in labels.rgb().items():
         alpha = 0 if cid == 0 else 255
         lines.append(f"{cid} {labels.name_of(cid)} {r} {g} {b} {alpha}")
@@ -138,5 +158,7 @@ def itksnap_label_description(labels: LabelTable) -> str:
     ]
     for cid, (r, g, b) in labels.rgb().items():
         a, vis, msh = (0.0, 0, 0) if cid == 0 else (1.0, 1, 1)
-        lines.append(f'{cid:5d} {r:5d} {g:5d} {b:5d} {a:8.2f} {vis:2d} {msh:2d}    "{labels.id_to_display[cid]}"')
+        lines.append(
+            f'{cid:5d} {r:5d} {g:5d} {b:5d} {a:8.2f} {vis:2d} {msh:2d}    "{labels.id_to_display[cid]}"'
+        )
     return "\n".join(lines) + "\n"

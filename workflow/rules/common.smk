@@ -79,6 +79,7 @@ try:
         config["split"]["folds"],
         SEED,
         path=None if SYNTHETIC else COHORT_TSV,
+        validated=True,
     )
     if not SYNTHETIC:
         cohort_lib.check_paths(INCLUDED)

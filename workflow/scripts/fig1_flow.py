@@ -8,5 +8,11 @@ from thighct.runlog import logged
 with logged(snakemake.log[0]):
     flow = pd.read_csv(snakemake.input.flow, sep="\t")
     included = pd.read_csv(snakemake.input.included, sep="\t")
-    plot_flow(flow, included, snakemake.output.png, dpi=snakemake.params.dpi,
-              colour=snakemake.params.colour, also=("svg",))
+    plot_flow(
+        flow,
+        included,
+        snakemake.output.png,
+        dpi=snakemake.params.dpi,
+        colour=snakemake.params.colour,
+        also=("svg",),
+    )

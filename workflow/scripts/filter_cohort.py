@@ -13,5 +13,7 @@ with logged(snakemake.log[0]) as log:
     write_tsv(flow, snakemake.output.flow)
     write_tsv(included, snakemake.output.included)
     for row in flow.itertuples():
-        log.info("%-26s %4d -> %4d (%d out)", row.criterion, row.n_before, row.n_after, row.n_excluded)
+        log.info(
+            "%-26s %4d -> %4d (%d out)", row.criterion, row.n_before, row.n_after, row.n_excluded
+        )
     log.info("split: %s", included["split"].value_counts().to_dict())

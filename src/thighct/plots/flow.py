@@ -13,15 +13,28 @@ SIDE_W = 0.44
 
 
 def _box(ax, x, y, w, h, text, colour, fill="#ffffff", weight="normal", size=9.5, align="center"):
-    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.006,rounding_size=0.012",
-                                linewidth=1.3, edgecolor=colour, facecolor=fill))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.006,rounding_size=0.012",
+            linewidth=1.3,
+            edgecolor=colour,
+            facecolor=fill,
+        )
+    )
     tx = x if align == "center" else x - w / 2 + 0.02
     ax.text(tx, y, text, ha=align, va="center", fontsize=size, weight=weight, linespacing=1.35)
 
 
 def _arrow(ax, x0, y0, x1, y1):
-    ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                arrowprops=dict(arrowstyle="-|>", color="#333333", lw=1.2, shrinkA=0, shrinkB=0))
+    ax.annotate(
+        "",
+        xy=(x1, y1),
+        xytext=(x0, y0),
+        arrowprops=dict(arrowstyle="-|>", color="#333333", lw=1.2, shrinkA=0, shrinkB=0),
+    )
 
 
 def _side_text(title: str, rows: pd.DataFrame) -> str:
@@ -31,8 +44,14 @@ def _side_text(title: str, rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_flow(flow: pd.DataFrame, included: pd.DataFrame, png_path, dpi: int = 200,
-              colour: str = "#2b6ca3", also: tuple[str, ...] = ("svg",)):
+def plot_flow(
+    flow: pd.DataFrame,
+    included: pd.DataFrame,
+    png_path,
+    dpi: int = 200,
+    colour: str = "#2b6ca3",
+    also: tuple[str, ...] = ("svg",),
+):
     """Draw the flow: screened -> inclusion -> exclusion -> eligible -> annotated (train/val).
 
     ``flow`` has step, kind, criterion, description, n_before, n_excluded, n_after (kind in
@@ -64,8 +83,18 @@ def plot_flow(flow: pd.DataFrame, included: pd.DataFrame, png_path, dpi: int = 2
     y_inc_side = y - 0.16
     h_inc = line_h * (len(inc) + 1) + 0.03
     if len(inc):
-        _box(ax, xs, y_inc_side, SIDE_W, h_inc, _side_text("Not meeting inclusion criteria", inc),
-             colour, fill="#f3f6fa", size=8.5, align="left")
+        _box(
+            ax,
+            xs,
+            y_inc_side,
+            SIDE_W,
+            h_inc,
+            _side_text("Not meeting inclusion criteria", inc),
+            colour,
+            fill="#f3f6fa",
+            size=8.5,
+            align="left",
+        )
         ax.plot([xm, xs - SIDE_W / 2], [y_inc_side, y_inc_side], color="#333333", lw=1.2)
     y_inc = y_inc_side - max(h_inc / 2, 0.05) - 0.08
     _arrow(ax, xm, y - 0.0325, xm, y_inc + 0.0325)
@@ -74,12 +103,31 @@ def plot_flow(flow: pd.DataFrame, included: pd.DataFrame, png_path, dpi: int = 2
     h_exc = line_h * (len(exc) + 1) + 0.03
     y_exc_side = y_inc - 0.06 - h_exc / 2
     if len(exc):
-        _box(ax, xs, y_exc_side, SIDE_W, h_exc, _side_text("Excluded", exc), colour, fill="#f3f6fa", size=8.5, align="left")
+        _box(
+            ax,
+            xs,
+            y_exc_side,
+            SIDE_W,
+            h_exc,
+            _side_text("Excluded", exc),
+            colour,
+            fill="#f3f6fa",
+            size=8.5,
+            align="left",
+        )
         ax.plot([xm, xs - SIDE_W / 2], [y_exc_side, y_exc_side], color="#333333", lw=1.2)
     y_elig = y_exc_side - h_exc / 2 - 0.07
     _arrow(ax, xm, y_inc - 0.0325, xm, y_elig + 0.0325)
-    _box(ax, xm, y_elig, BOX_W, 0.065,
-         f"Eligible for the study\n(n = {n_elig}; SMI available n = {n_smi})", colour, weight="bold")
+    _box(
+        ax,
+        xm,
+        y_elig,
+        BOX_W,
+        0.065,
+        f"Eligible for the study\n(n = {n_elig}; SMI available n = {n_smi})",
+        colour,
+        weight="bold",
+    )
 
     y_ann = y_elig - 0.14
     xa, xu = 0.20, 0.70
@@ -88,8 +136,16 @@ def plot_flow(flow: pd.DataFrame, included: pd.DataFrame, png_path, dpi: int = 2
     _arrow(ax, xa, y_elig - 0.07, xa, y_ann + 0.0325)
     _arrow(ax, xu, y_elig - 0.07, xu, y_ann + 0.0325)
     _box(ax, xa, y_ann, 0.34, 0.065, f"Annotated (manual labels)\n(n = {n_ann})", colour)
-    _box(ax, xu, y_ann, 0.40, 0.065, f"Unlabelled: segmented by the models\n(n = {n_unl})",
-         colour, fill="#f3f6fa")
+    _box(
+        ax,
+        xu,
+        y_ann,
+        0.40,
+        0.065,
+        f"Unlabelled: segmented by the models\n(n = {n_unl})",
+        colour,
+        fill="#f3f6fa",
+    )
 
     y_split = y_ann - 0.13
     xt, xv = 0.10, 0.32

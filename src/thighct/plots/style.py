@@ -38,7 +38,9 @@ def label_colormap(labels) -> ListedColormap:
     return ListedColormap(labels.colour_lut(), name="thighct_labels")
 
 
-def save_figure(fig, png_path: str | Path, also: tuple[str, ...] = (), dpi: int = 200) -> list[Path]:
+def save_figure(
+    fig, png_path: str | Path, also: tuple[str, ...] = (), dpi: int = 200
+) -> list[Path]:
     """Save ``fig`` as PNG (and the formats in ``also`` beside it), each atomically.
 
     Returns the written paths. The figure is closed afterwards.
