@@ -72,7 +72,7 @@ def training_curves(logs: Mapping[str, pd.DataFrame], loss_name: str = "Dice") -
     ax_dice.set_ylim(0, 1)
     ax_dice.set_yticks(np.linspace(0, 1, 6))
     ax_loss.legend(loc="upper right", frameon=False)
-    ax_dice.legend(loc="lower right", frameon=False)
+    ax_dice.legend(loc="best", frameon=False)
     return fig
 
 
