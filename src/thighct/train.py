@@ -622,21 +622,18 @@ def train_model(
     else:
         best_dice, best_epoch = float("nan"), settings.epochs
     ckpt_file.unlink(missing_ok=True)
-    _remove_empty_dirs(ckpt_file.parent, stop=Path(checkpoint_dir or settings.checkpoint_dir))
+    _remove_empty_dir(ckpt_file.parent)
     return TrainResult(
         net.cpu(), pd.DataFrame(rows, columns=LOG_COLUMNS), best_dice, best_epoch, str(dev), True
     )
 
 
-def _remove_empty_dirs(folder: Path, stop: Path) -> None:
-    """Remove ``folder`` and its parents up to and including ``stop`` while they are empty."""
-    stop = stop.resolve()
-    folder = folder.resolve()
-    while folder.is_dir() and not any(folder.iterdir()):
+def _remove_empty_dir(folder: Path) -> None:
+    """Remove the run's own checkpoint folder once empty (other runs may share its parents)."""
+    try:
         folder.rmdir()
-        if folder == stop or stop not in folder.parents:
-            break
-        folder = folder.parent
+    except OSError:
+        pass
 
 
 def _duration(seconds: float) -> str:
