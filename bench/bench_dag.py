@@ -1,6 +1,6 @@
 """How fast the workflow plans a large cohort: `snakemake -n` on the workflow vs a bare Snakefile.
 
-    python bench/bench_dag.py [--subjects 1000 10000] [--chunk-size 25] [--keep DIR]
+    python bench/bench_dag.py [--subjects 1000 10000] [--chunk-size N] [--keep DIR]
 
 For each cohort size it writes a cohort table of N included subjects (every criterion passed,
 a quarter annotated, empty placeholder files as images: a dry run reads no image), then times,
@@ -70,7 +70,7 @@ def write_cohort(work: Path, n: int, chunk_size: int = 0) -> Path:
     cfg = work / "bench.yaml"
     overrides = {"cohort": {"table": str(table)}}
     if chunk_size:
-        overrides["chunks"] = -(-n // chunk_size)
+        overrides["chunk_size"] = chunk_size
     cfg.write_text(yaml.safe_dump(overrides))
     return cfg
 
@@ -197,8 +197,7 @@ def main() -> None:
         "--chunk-size",
         type=int,
         default=0,
-        help="set config `chunks` to N / this (subjects per preprocess/predict job); "
-        "0 = the config's fixed number of chunks",
+        help="config `chunk_size` (subjects per chunk with `chunks: auto`); 0 = the config's value",
     )
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     parser.add_argument("--dump-shape", nargs=3, help=argparse.SUPPRESS)
@@ -211,7 +210,7 @@ def main() -> None:
         root = args.keep or Path(tmp)
         results = [bench(n, root, args.chunk_size) for n in args.subjects]
 
-    chunking = f"{args.chunk_size} subjects per chunk" if args.chunk_size else "config chunks"
+    chunking = f"chunk_size {args.chunk_size}" if args.chunk_size else "config chunks/chunk_size"
     print(f"snakemake -n, {chunking}")
     print(
         f"{'subjects':>9} {'jobs':>7} {'parse s':>8} {'workflow s':>11} {'bare s':>7} "

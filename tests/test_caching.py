@@ -23,7 +23,7 @@ from rule_inventory import inventory
 pytestmark = pytest.mark.workflow
 
 COHORT_RULES = {"synthetic_cohort", "cohort_table", "filter_cohort", "fig1_flow", "label_tables"}
-CHUNKED_PREFIXES = ("synthetic_scan_chunk", "ingest_chunk", "preprocess_chunk", "predict_chunk")
+CHUNKED = re.compile(r"^(synthetic_scan|ingest|preprocess|predict_\w+?|volumes_\w+?)_chunk\d+$")
 
 
 def planned_jobs(workdir: Path, *args: str, configs=()) -> list[dict]:
@@ -162,10 +162,10 @@ def test_adding_one_subject_runs_its_own_jobs_and_the_aggregates_only(tiny_run, 
     ingest_jobs = [j for j in jobs if j["rule"].startswith("ingest_chunk")]
     assert len(ingest_jobs) == 1 and any("NEW001" in o for o in ingest_jobs[0]["output"])
     for j in jobs:
-        if j["rule"].startswith(CHUNKED_PREFIXES) or re.match(r"volumes_.+_chunk", j["rule"]):
+        if CHUNKED.match(j["rule"]):
             assert any("NEW001" in o for o in j["output"]), f"a chunk without NEW001 reruns: {j}"
     assert not rules_of(jobs) & {"train", "train_fold"}, "an unlabelled scan retrained a model"
     # Chunked per-scan rules (preprocess, predict) rerun the new subject's chunk only.
-    for prefix in ("preprocess_chunk", "predict_chunk"):
+    for prefix in ["preprocess_chunk"] + [f"predict_{m}_chunk" for m in ("unetr", "unet")]:
         chunks = {j["rule"] for j in jobs if j["rule"].startswith(prefix)}
         assert len(chunks) <= 1, chunks

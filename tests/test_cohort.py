@@ -236,3 +236,35 @@ def test_schema_documents_every_clinical_column():
     ):
         assert "description" in schema["properties"][col]
     _ = io  # keep import for doc examples
+
+
+# ------------------------------------------------------------------------- chunks of subjects
+@pytest.mark.parametrize(
+    "n, chunks, size, expected",
+    [
+        (98, "auto", 25, 4),  # the default cohort: four jobs per stage
+        (100, "auto", 25, 4),
+        (101, "auto", 25, 8),  # doubles only when the cohort outgrows 4 x 25
+        (10_000, "auto", 25, 512),
+        (5, "auto", 25, 1),
+        (0, "auto", 25, 1),
+        (98, 3, 25, 3),
+        (98, 0, 25, 98),  # one job per subject
+    ],
+)
+def test_chunk_count(n, chunks, size, expected):
+    assert cohort.chunk_count(n, chunks, size) == expected
+
+
+def test_chunk_subjects_is_stable_when_a_subject_is_added():
+    subjects = [f"S{i:04d}" for i in range(200)]
+    before = cohort.chunk_subjects(subjects, 8)
+    after = cohort.chunk_subjects([*subjects, "NEW"], 8)
+    changed = [name for name in after if after[name] != before.get(name)]
+    assert len(changed) == 1 and "NEW" in after[changed[0]]
+    assert sorted(s for members in before.values() for s in members) == sorted(subjects)
+    # Doubling the count splits each chunk in two: a subject's new chunk is its old one or +8.
+    doubled = cohort.chunk_subjects(subjects, 16)
+    home = {s: int(name[5:]) for name, members in before.items() for s in members}
+    assert all(int(name[5:]) % 8 == home[s] for name, ms in doubled.items() for s in ms)
+    assert max(len(m) for m in before.values()) <= 2 * 200 / 8

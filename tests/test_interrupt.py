@@ -127,7 +127,9 @@ def test_a_failing_job_names_its_log_file_and_the_log_holds_the_error(tiny_run, 
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     # Ingestion runs in chunks of subjects (config `chunks`): the error names the chunk's log.
-    found = re.search(r"log: \S*?(logs/ingest/\S+\.log)\S* \(check log file\(s\) for error details\)", text)
+    found = re.search(
+        r"log: \S*?(logs/ingest/\S+\.log)\S* \(check log file\(s\) for error details\)", text
+    )
     assert found, text[-3000:]
     content = (work / found.group(1)).read_text()
     assert subject in content or str(source.relative_to(work)) in content, content

@@ -13,7 +13,9 @@ from conftest import REPO, TINY
 from rule_inventory import inventory
 
 # Rules that run a network or touch every voxel of a scan: each writes a benchmark TSV.
-HEAVY = re.compile(r"^(ingest|preprocess|train|train_fold|predict|synthetic_scan)(_chunk\d+)?$")
+HEAVY = re.compile(
+    r"^(ingest|preprocess|train|train_fold|predict_\w+|synthetic_scan)(_chunk\d+|_fold\d+)?$"
+)
 
 
 def _run(*cmd: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

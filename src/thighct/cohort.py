@@ -479,6 +479,20 @@ def smi_status(smi: pd.Series, sex: pd.Series, cutoffs: dict) -> pd.Series:
     return status.where(smi.notna() & cut.notna())
 
 
+def chunk_count(n_subjects: int, chunks: int | str, chunk_size: int) -> int:
+    """Number of chunks the per-scan stages are split into (config ``chunks``, ``chunk_size``).
+
+    ``chunks`` is a count, 0 (one job per subject), or ``"auto"``: the smallest power of two
+    that keeps chunks at about ``chunk_size`` subjects or fewer. A power of two keeps the
+    assignment stable as a cohort grows: it changes only when the cohort doubles, and then
+    each chunk splits in two.
+    """
+    if chunks == "auto":
+        wanted = max(1, -(-n_subjects // max(int(chunk_size), 1)))
+        return 1 << (wanted - 1).bit_length()
+    return int(chunks) or max(n_subjects, 1)
+
+
 def chunk_subjects(subjects: list[str], n_chunks: int) -> dict[str, list[str]]:
     """Split subjects into at most ``n_chunks`` named chunks by a stable hash of the id.
 

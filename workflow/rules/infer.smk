@@ -22,88 +22,97 @@ VOLUME_SUBJECTS = {
     "rater2": RATER2,
 }
 VOLUME_SOURCES = list(MODELS) + ["ground_truth"] + (["rater2"] if RATER2 else [])
+_VOLUME_SETS = {source: set(members) for source, members in VOLUME_SUBJECTS.items()}
 
 
 # One job per model and chunk of subjects (config `chunks`, see common.smk): torch, MONAI and
 # the weights are loaded once per chunk. The benchmark file times the chunk; the timing table
-# has the seconds of each scan.
-for _chunk, _members in CHUNKS.items():
+# has the seconds of each scan. One rule per (model, chunk) keeps every output path literal,
+# so Snakemake finds each file's producer directly, also on a cohort of 10,000 subjects.
+for _model in MODELS:
+    for _chunk, _members in CHUNKS.items():
 
-    rule:
-        name:
-            f"predict_{_chunk}"
-        input:
-            **predict_inputs("results/models/{model}/model.pt", _members),
-        output:
-            predictions=expand(
-                "results/predictions/{{model}}/{subject}.nii.gz", subject=_members
-            ),
-            timing=f"results/predictions/{{model}}/timing/{_chunk}.tsv",
-        log:
-            f"logs/predict/{{model}}_{_chunk}.log",
-        benchmark:
-            f"benchmarks/predict/{{model}}_{_chunk}.tsv"
-        conda:
-            "../../envs/segmentation.yaml"
-        threads: INFER_CFG["threads"]
-        resources:
-            gpu=INFER_CFG["resources"]["gpu"],
-            gpu_model=INFER_CFG["resources"]["gpu_model"],
-            mem_mb=INFER_CFG["resources"]["mem_mb"],
-            runtime=INFER_CFG["resources"]["runtime"] * len(_members),
-        params:
-            subjects=_members,
-            infer={
-                k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")
-            },
-            network=lambda wc: config["networks"][wc.model],
-        script:
-            "../scripts/predict.py"
+        rule:
+            name:
+                f"predict_{_model}_{_chunk}"
+            input:
+                **predict_inputs(f"results/models/{_model}/model.pt", _members),
+            output:
+                predictions=expand(
+                    f"results/predictions/{_model}/{{subject}}.nii.gz",
+                    subject=_members,
+                ),
+                timing=f"results/predictions/{_model}/timing/{_chunk}.tsv",
+            log:
+                f"logs/predict/{_model}_{_chunk}.log",
+            benchmark:
+                f"benchmarks/predict/{_model}_{_chunk}.tsv"
+            conda:
+                "../../envs/segmentation.yaml"
+            threads: INFER_CFG["threads"]
+            resources:
+                gpu=INFER_CFG["resources"]["gpu"],
+                gpu_model=INFER_CFG["resources"]["gpu_model"],
+                mem_mb=INFER_CFG["resources"]["mem_mb"],
+                runtime=INFER_CFG["resources"]["runtime"] * len(_members),
+            params:
+                subjects=_members,
+                infer={
+                    k: v
+                    for k, v in INFER_CFG.items()
+                    if k not in ("figure", "resources")
+                },
+                network=config["networks"][_model],
+            script:
+                "../scripts/predict.py"
 
 
 # Cross-validation: each fold's model on its held-out subjects (scored by evaluate_fold).
-for _fold in FOLD_IDS:
-    _held_out = fold_subjects(_fold, True)
+for _model in MODELS:
+    for _fold in FOLD_IDS:
+        _held_out = fold_subjects(_fold, True)
 
-    rule:
-        name:
-            f"predict_fold{_fold}"
-        input:
-            **predict_inputs(
-                f"results/models/{{model}}/fold{_fold}/model.pt", _held_out
-            ),
-        output:
-            predictions=expand(
-                f"results/predictions/{{{{model}}}}/fold{_fold}/{{subject}}.nii.gz",
-                subject=_held_out,
-            ),
-            timing=f"results/predictions/{{model}}/fold{_fold}/timing.tsv",
-        log:
-            f"logs/predict/{{model}}_fold{_fold}.log",
-        benchmark:
-            f"benchmarks/predict/{{model}}_fold{_fold}.tsv"
-        conda:
-            "../../envs/segmentation.yaml"
-        threads: INFER_CFG["threads"]
-        resources:
-            gpu=INFER_CFG["resources"]["gpu"],
-            gpu_model=INFER_CFG["resources"]["gpu_model"],
-            mem_mb=INFER_CFG["resources"]["mem_mb"],
-            runtime=INFER_CFG["resources"]["runtime"] * max(len(_held_out), 1),
-        params:
-            subjects=_held_out,
-            infer={
-                k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")
-            },
-            network=lambda wc: config["networks"][wc.model],
-        script:
-            "../scripts/predict.py"
+        rule:
+            name:
+                f"predict_{_model}_fold{_fold}"
+            input:
+                **predict_inputs(
+                    f"results/models/{_model}/fold{_fold}/model.pt", _held_out
+                ),
+            output:
+                predictions=expand(
+                    f"results/predictions/{_model}/fold{_fold}/{{subject}}.nii.gz",
+                    subject=_held_out,
+                ),
+                timing=f"results/predictions/{_model}/fold{_fold}/timing.tsv",
+            log:
+                f"logs/predict/{_model}_fold{_fold}.log",
+            benchmark:
+                f"benchmarks/predict/{_model}_fold{_fold}.tsv"
+            conda:
+                "../../envs/segmentation.yaml"
+            threads: INFER_CFG["threads"]
+            resources:
+                gpu=INFER_CFG["resources"]["gpu"],
+                gpu_model=INFER_CFG["resources"]["gpu_model"],
+                mem_mb=INFER_CFG["resources"]["mem_mb"],
+                runtime=INFER_CFG["resources"]["runtime"] * max(len(_held_out), 1),
+            params:
+                subjects=_held_out,
+                infer={
+                    k: v
+                    for k, v in INFER_CFG.items()
+                    if k not in ("figure", "resources")
+                },
+                network=config["networks"][_model],
+            script:
+                "../scripts/predict.py"
 
 
 # Per-scan volume tables, one job per source and chunk of subjects (config `chunks`).
 for _source in VOLUME_SOURCES:
     for _chunk, _all in CHUNKS.items():
-        _members = [s for s in _all if s in VOLUME_SUBJECTS[_source]]
+        _members = [s for s in _all if s in _VOLUME_SETS[_source]]
         if not _members:
             continue
 

@@ -8,8 +8,8 @@
 # units) and stored as int16 HU in RAS+; each label map is checked against its scan's grid,
 # its ids mapped onto labels.tsv, and stored as uint8.
 for _chunk, _members in CHUNKS.items():
-    _ann = [s for s in _members if s in ANNOTATED]
-    _r2 = [s for s in _members if s in RATER2]
+    _ann = [s for s in _members if s in ANNOTATED_SET]
+    _r2 = [s for s in _members if s in RATER2_SET]
 
     rule:
         name:
@@ -55,7 +55,7 @@ for _chunk, _members in CHUNKS.items():
 # One job per chunk of subjects (config `chunks`, see common.smk): MONAI is imported once per
 # chunk. Image and label of a subject go through one pipeline, so they share crop and grid.
 for _chunk, _members in CHUNKS.items():
-    _labelled = [s for s in _members if s in ANNOTATED]
+    _labelled = [s for s in _members if s in ANNOTATED_SET]
 
     rule:
         name:
