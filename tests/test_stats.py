@@ -227,6 +227,42 @@ def test_predicted_and_true_correlations_compare_structure_by_structure(
     assert both["delta_r"].abs().max() < 0.1  # 1 % volume noise barely moves r
 
 
+def test_truth_agreement_table_and_summary_section(labels, study, correlations):
+    cohort, volumes, _, _ = study
+    shrunk = volumes.copy()
+    # A segmentation that misses half the Sartorius in sarcopenic men moves their r.
+    men = set(cohort.loc[cohort["sex"] == "M", "subject_id"])
+    hit = volumes["subject"].isin(men) & (volumes["class_name"] == "sartorius")
+    shrunk.loc[hit, "volume_mm3"] *= np.where(
+        volumes.loc[hit, "subject"].map(dict(zip(cohort.subject_id, cohort.smi))) < 7.0, 0.5, 1.0
+    )
+    adjusted, _ = stats.adjusted_volumes(shrunk, cohort, labels, AWGS)
+    predicted = stats.correlate(adjusted, "muscles", SETTINGS)
+    table = stats.truth_agreement_table(
+        stats.compare_correlations(predicted, correlations["muscles"])
+    )
+    worst = table.loc[table["abs_delta_r"].idxmax()]
+    assert (worst["sex"], worst["structure"]) == ("M", "sartorius")
+    assert worst["abs_delta_r"] > 0.1
+    others = table[table["structure"] != "sartorius"]
+    assert others["abs_delta_r"].max() < 1e-12
+    sentence = stats.agreement_sentence(table)
+    assert "Male muscles: max |Δr|" in sentence and "(sartorius)" in sentence
+    text = stats.summary_markdown(
+        stats.status_counts(adjusted),
+        {"muscles": predicted},
+        None,
+        source="unetr",
+        definition="awgs2019",
+        cutoffs=AWGS,
+        alpha=0.05,
+        agreement=table,
+    )
+    assert "## Agreement with the generator's true volumes" in text
+    row = next(line for line in text.splitlines() if line.startswith("| Male | muscles"))
+    assert f"{worst['abs_delta_r']:.3f} (sartorius)" in row
+
+
 def test_bootstrap_ci_is_deterministic_for_a_seed(study):
     adjusted = study[2]
     a = stats.correlate(adjusted, "groups", SETTINGS)
@@ -422,6 +458,14 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
     cohort.to_csv(tmp_path / "results/cohort/included.tsv", sep="\t", index=False)
     volumes.to_csv(tmp_path / "results/volumes/unetr.tsv", sep="\t", index=False)
     volumes.to_csv(tmp_path / "results/volumes/ground_truth.tsv", sep="\t", index=False)
+    # The generator's truth (synthetic cohort): the same volumes, the adductor longus 40 %
+    # smaller in sarcopenic men, so the agreement table has one structure that moved.
+    truth = volumes.rename(columns={"class_name": "name"})
+    sarcopenic_men = set(cohort.loc[(cohort["sex"] == "M") & (cohort["smi"] < 7.0), "subject_id"])
+    moved = truth["subject"].isin(sarcopenic_men) & (truth["name"] == "adductor_longus")
+    truth.loc[moved, "volume_mm3"] *= 0.6
+    (tmp_path / "results" / "synthetic").mkdir(parents=True)
+    truth.to_csv(tmp_path / "results/synthetic/truth.tsv", sep="\t", index=False)
     targets = [
         "results/figures/fig7_heatmap.png",
         "results/figures/fig8_heatmap.png",
@@ -439,6 +483,7 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
         "sarcopenia_summary",
         "adjust_volumes_by_source",
         "correlate_by_source",
+        "truth_agreement",
     ]
     run_snakemake(tmp_path, "--cores", "2", *targets, "--allowed-rules", *rules, configfiles=[TINY])
     for t in targets:
@@ -451,3 +496,11 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
     assert (ours.loc[ours["sex"] == "M", "r"] < -0.6).all()
     summary = (tmp_path / "results/sarcopenia/summary.md").read_text()
     assert "| Male | 21 (21) | 5 (5) | 26 (26) |" in summary
+    agreement = pd.read_csv(tmp_path / "results/sarcopenia/truth_agreement.tsv", sep="\t")
+    assert {"r_source", "r_truth", "delta_r", "abs_delta_r"} <= set(agreement.columns)
+    moved_rows = agreement[agreement["abs_delta_r"] > 1e-9]
+    assert set(zip(moved_rows["sex"], moved_rows["structure"])) == {
+        ("M", "adductor_longus"),
+        ("M", "medial"),  # its group, the sum of its members
+    }
+    assert "(adductor_longus)" in summary.split("## Agreement with the generator")[1]

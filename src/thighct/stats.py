@@ -580,6 +580,29 @@ def compare_correlations(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def truth_agreement_table(compared: pd.DataFrame) -> pd.DataFrame:
+    """:func:`compare_correlations` output with ``abs_delta_r`` added, sorted by sex, family
+    and structure (rows where either r is undefined keep NaN)."""
+    out = compared.copy()
+    out["abs_delta_r"] = out["delta_r"].abs()
+    return out.sort_values(["sex", "family", "structure"], kind="stable").reset_index(drop=True)
+
+
+def agreement_sentence(table: pd.DataFrame) -> str:
+    """One line per sex and family: largest and mean |delta r| over the defined rows."""
+    parts = []
+    for (sex, family), part in table.groupby(["sex", "family"], sort=True):
+        d = part["abs_delta_r"].dropna()
+        if d.empty:
+            parts.append(f"{SEXES.get(sex, sex)} {family}: not computed")
+            continue
+        parts.append(
+            f"{SEXES.get(sex, sex)} {family}: max |Δr| {d.max():.3f} "
+            f"({part.loc[d.idxmax(), 'structure']}), mean {d.mean():.3f}, n = {len(d)}"
+        )
+    return "; ".join(parts)
+
+
 def correlation_matrix(adjusted: pd.DataFrame, family: str, sex: str) -> pd.DataFrame:
     """Pearson correlation matrix of sarcopenia (0/1) and the family's adjusted volumes in one
     sex (the sarcopenia row is the point-biserial r). Undefined entries are NaN."""
@@ -773,12 +796,14 @@ def summary_markdown(
     exclusions: Iterable[str] = (),
     reference_counts: Mapping[str, Mapping[str, int]] | None = None,
     reference_r: Mapping[str, Mapping[str, float]] | None = None,
+    agreement: pd.DataFrame | None = None,
 ) -> str:
     """The short Markdown summary of the sarcopenia analysis.
 
     counts: from :func:`status_counts`. correlations: family -> correlation table. models: the
     logistic-model table (or None). reference_counts: status -> sex -> n of the paper.
     reference_r: sex -> structure -> the paper's r, printed beside ours.
+    agreement: :func:`truth_agreement_table` (synthetic cohort), summarised per sex and family.
     """
     cut = ", ".join(f"{SEXES[s].lower()} < {cutoffs[s]:g}" for s in SEXES)
     lines = [
@@ -881,6 +906,27 @@ def summary_markdown(
             lines.append(
                 f"| {SEXES.get(row.sex, row.sex)} | {row.display} | {row.n} | {row.covariates} | "
                 f"{est} | {_fmt(row.p, 3)} | {note} |"
+            )
+        lines.append("")
+    if agreement is not None and len(agreement):
+        lines += [
+            "## Agreement with the generator's true volumes (synthetic cohort)",
+            "",
+            f"r from `{source}` minus r from the phantoms' exact volumes "
+            "(`results/sarcopenia/truth_agreement.tsv`).",
+            "",
+            "| sex | family | n structures | mean abs Δr | max abs Δr (structure) |",
+            "|---|---|---|---|---|",
+        ]
+        for (sex, family), part in agreement.groupby(["sex", "family"], sort=True):
+            d = part["abs_delta_r"].dropna()
+            if d.empty:
+                lines.append(f"| {SEXES.get(sex, sex)} | {family} | 0 | NA | NA |")
+                continue
+            worst = part.loc[d.idxmax(), "structure"]
+            lines.append(
+                f"| {SEXES.get(sex, sex)} | {family} | {len(d)} | {d.mean():.3f} | "
+                f"{d.max():.3f} ({worst}) |"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -223,6 +223,36 @@ rule adjusted_models_plot:
         "../scripts/adjusted_models_plot.py"
 
 
+# Synthetic cohort: how far the configured source's correlations are from those of the
+# generator's exact volumes (what a perfect segmentation would give).
+TRUTH_CHECK = SYNTHETIC and SARCOPENIA["source"] != "truth"
+
+
+rule truth_agreement:
+    """Correlations from the configured source beside those from the generator's true
+    volumes: r of each, delta_r, per sex, family and structure (synthetic cohort only)."""
+    input:
+        muscles="results/sarcopenia/correlations_muscles.tsv",
+        groups="results/sarcopenia/correlations_groups.tsv",
+        truth_muscles="results/sarcopenia/by_source/truth/correlations_muscles.tsv",
+        truth_groups="results/sarcopenia/by_source/truth/correlations_groups.tsv",
+        code=lib("stats", "io_tables"),
+    output:
+        "results/sarcopenia/truth_agreement.tsv",
+    log:
+        "logs/truth_agreement.log",
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=2,
+    params:
+        source=SARCOPENIA["source"],
+    script:
+        "../scripts/truth_agreement.py"
+
+
 rule sarcopenia_summary:
     """results/sarcopenia/summary.md: n per sex and status (vs the paper), significant
     muscles and groups per sex with r, and the adjusted models."""
@@ -232,6 +262,7 @@ rule sarcopenia_summary:
         muscles="results/sarcopenia/correlations_muscles.tsv",
         groups="results/sarcopenia/correlations_groups.tsv",
         models="results/sarcopenia/adjusted_models.tsv",
+        agreement=(["results/sarcopenia/truth_agreement.tsv"] if TRUTH_CHECK else []),
         code=lib("stats", "io_tables"),
     output:
         "results/sarcopenia/summary.md",
@@ -263,4 +294,5 @@ ALL_TARGETS.extend(
         "results/figures/fig8_heatmap.png",
         "results/figures/adjusted_models.png",
     ]
+    + (["results/sarcopenia/truth_agreement.tsv"] if TRUTH_CHECK else [])
 )
