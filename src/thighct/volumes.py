@@ -48,20 +48,10 @@ import pandas as pd
 from scipy import ndimage
 
 from .labels import LabelTable
+from .volume_tables import COLUMNS, GROUP_ID, combine_tables, read_table, write_table
 
-COLUMNS = [
-    "subject",
-    "class_id",
-    "class_name",
-    "group",
-    "volume_mm3",
-    "volume_left_mm3",
-    "volume_right_mm3",
-    "mean_hu",
-    "imat_fraction",
-    "fov_cut",
-]
-GROUP_ID = -1
+__all__ = ["COLUMNS", "GROUP_ID", "combine_tables", "read_table", "write_table"]
+
 # Voxels handled per step (memory of the index arrays, not a result-changing choice).
 _SLAB_VOXELS = 1 << 24
 
@@ -308,23 +298,3 @@ def subject_volumes(
             )
         )
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def combine_tables(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Stack per-subject volume tables into one (subjects in the given order)."""
-    if not tables:
-        return pd.DataFrame(columns=COLUMNS)
-    out = pd.concat(list(tables), ignore_index=True)
-    return out[COLUMNS]
-
-
-def read_table(path) -> pd.DataFrame:
-    """Read a volume table written by :func:`write_table`."""
-    return pd.read_csv(path, sep="\t", dtype={"subject": str})
-
-
-def write_table(table: pd.DataFrame, path) -> None:
-    """Write a volume table as TSV, atomically (10 significant digits; empty = NaN)."""
-    from .io_tables import write_tsv
-
-    write_tsv(table[COLUMNS], path, float_format="%.10g")

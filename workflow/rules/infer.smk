@@ -129,7 +129,14 @@ for _source in VOLUME_SOURCES:
                     "results/ingested/{subject}/image.nii.gz", subject=_members
                 ),
                 labels=LABELS_TSV,
-                code=lib("io", "io_tables", "labels", "preprocess", "volumes"),
+                code=lib(
+                    "io",
+                    "io_tables",
+                    "labels",
+                    "preprocess",
+                    "volume_tables",
+                    "volumes",
+                ),
             output:
                 tables=expand(
                     f"results/volumes/{_source}/{{subject}}.tsv", subject=_members
@@ -158,7 +165,7 @@ rule volumes:
             source=wc.source,
             subject=VOLUME_SUBJECTS[wc.source],
         ),
-        code=lib("io_tables", "volumes"),
+        code=lib("io_tables", "volume_tables"),
     output:
         table="results/volumes/{source}.tsv",
     log:
@@ -166,7 +173,7 @@ rule volumes:
     wildcard_constraints:
         source="|".join(VOLUME_SOURCES),
     conda:
-        "../../envs/segmentation.yaml"
+        "../../envs/stats.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -230,7 +230,8 @@ TRUTH_CHECK = SYNTHETIC and SARCOPENIA["source"] != "truth"
 
 rule truth_agreement:
     """Correlations from the configured source beside those from the generator's true
-    volumes: r of each, delta_r, per sex, family and structure (synthetic cohort only)."""
+    volumes: r of each, delta_r, per sex, family and structure (synthetic cohort only).
+    """
     input:
         muscles="results/sarcopenia/correlations_muscles.tsv",
         groups="results/sarcopenia/correlations_groups.tsv",

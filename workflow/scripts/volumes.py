@@ -1,6 +1,6 @@
 """Rule volumes: the per-subject volume tables of one source stacked into one table."""
 
-from thighct import volumes
+from thighct import volume_tables as volumes
 from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
