@@ -234,7 +234,10 @@ def test_truth_agreement_table_and_summary_section(labels, study, correlations):
     men = set(cohort.loc[cohort["sex"] == "M", "subject_id"])
     hit = volumes["subject"].isin(men) & (volumes["class_name"] == "sartorius")
     shrunk.loc[hit, "volume_mm3"] *= np.where(
-        volumes.loc[hit, "subject"].map(dict(zip(cohort.subject_id, cohort.smi))) < 7.0, 0.5, 1.0
+        volumes.loc[hit, "subject"].map(dict(zip(cohort.subject_id, cohort.smi, strict=True)))
+        < 7.0,
+        0.5,
+        1.0,
     )
     adjusted, _ = stats.adjusted_volumes(shrunk, cohort, labels, AWGS)
     predicted = stats.correlate(adjusted, "muscles", SETTINGS)
@@ -499,7 +502,7 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
     agreement = pd.read_csv(tmp_path / "results/sarcopenia/truth_agreement.tsv", sep="\t")
     assert {"r_source", "r_truth", "delta_r", "abs_delta_r"} <= set(agreement.columns)
     moved_rows = agreement[agreement["abs_delta_r"] > 1e-9]
-    assert set(zip(moved_rows["sex"], moved_rows["structure"])) == {
+    assert set(zip(moved_rows["sex"], moved_rows["structure"], strict=True)) == {
         ("M", "adductor_longus"),
         ("M", "medial"),  # its group, the sum of its members
     }

@@ -195,3 +195,9 @@ def test_an_epoch_visits_every_training_image_once_in_seeded_order():
     assert sorted(i for b in a for i in b) == list(range(7))
     assert [len(b) for b in a] == [2, 2, 2, 1]
     assert a == train.epoch_batches(7, 2, order_seed=5) != train.epoch_batches(7, 2, order_seed=6)
+
+
+def test_epochs_must_be_resolved_to_a_count_for_the_model():
+    with pytest.raises(train.ThighctError, match="positive count"):
+        train.TrainSettings.from_config({**TINY["train"], "epochs": None})
+    assert train.TrainSettings.from_config({**TINY["train"], "epochs": 3}).epochs == 3

@@ -96,6 +96,13 @@ class TrainSettings:
                 f"unknown train settings {unknown}",
                 fix=f"use only these keys under train: {sorted(known)}",
             )
+        epochs = train_cfg.get("epochs")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ThighctError(
+                f"train.epochs must be a positive count for this model, got {epochs!r}",
+                fix="set train.epochs to a count, or give every model in `models` its own "
+                "count (train.epochs: {unetr: 8, unet: 20})",
+            )
         return cls(**train_cfg)
 
     def training_dict(self) -> dict:

@@ -4,6 +4,17 @@
 # With split.folds = k, k more models per network are trained, fold k held out for validation.
 
 TRAIN_CFG = config["train"]
+# train.epochs: one count for every model, or a count per model (the CPU-scale default gives
+# the cheaper U-Net more epochs in the same time); each job sees its own count only.
+EPOCHS = TRAIN_CFG["epochs"]
+if isinstance(EPOCHS, dict) and set(MODELS) - set(EPOCHS):
+    _fail(
+        ThighctError(
+            f"train.epochs gives counts for {sorted(EPOCHS)} but not for "
+            f"{sorted(set(MODELS) - set(EPOCHS))}",
+            fix="give every model in `models` a count under train.epochs, or one count for all",
+        )
+    )
 FOLD_IDS = list(range(FOLDS))
 
 
@@ -28,7 +39,10 @@ rule train:
         mem_mb=TRAIN_CFG["resources"]["mem_mb"],
     params:
         network=lambda wc: config["networks"][wc.model],
-        train=TRAIN_CFG,
+        train=lambda wc: {
+            **TRAIN_CFG,
+            "epochs": EPOCHS.get(wc.model) if isinstance(EPOCHS, dict) else EPOCHS,
+        },
         seed=SEED,
         subjects={"train": TRAIN, "val": VAL, "fold": None},
     script:
@@ -49,7 +63,10 @@ use rule train as train_fold with:
         fold=r"\d+",
     params:
         network=lambda wc: config["networks"][wc.model],
-        train=TRAIN_CFG,
+        train=lambda wc: {
+            **TRAIN_CFG,
+            "epochs": EPOCHS.get(wc.model) if isinstance(EPOCHS, dict) else EPOCHS,
+        },
         seed=SEED,
         subjects=fold_params,
 
