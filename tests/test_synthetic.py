@@ -231,6 +231,40 @@ def test_muscle_volume_per_height_squared_correlates_with_sarcopenia_in_men_not_
     assert men["vastus_lateralis"].mean() > 1.1 * women["vastus_lateralis"].mean()
 
 
+def test_rasterised_volumes_keep_the_sarcopenia_effect_in_men(default_config, cfg):
+    """The label maps themselves (what segmentation measures), not just the design: a shrunken
+    muscle must not hand its room to its neighbours (the fascia shrinks with the subject's
+    mean sarcopenia effect), so r stays strongly negative in men and weak in women."""
+    included, cutoffs = _paper_like_cohort(default_config["synthetic_cohort"], default_config)
+    coarse = {**cfg, "spacing_mm": [4.0, 4.0, 6.0]}  # the default run uses 3 x 3 x 5 mm
+    rows = []
+    for r in included.itertuples():
+        if pd.isna(r.smi):
+            continue
+        design = synthetic.subject_design(
+            r.subject_id, r.sex, r.height_cm, r.smi, cutoffs[r.sex], coarse,
+            default_config["seed"], weight_kg=r.weight_kg,
+        )  # fmt: skip
+        _, label, grid = synthetic.render(design, coarse, LABELS, want_ct=False)
+        vols = synthetic.label_volumes(label, grid.spacing, LABELS.ids[1:])
+        h2 = (r.height_cm / 100) ** 2
+        rows.append(
+            {
+                "sex": r.sex,
+                "sarcopenia": float(r.smi < cutoffs[r.sex]),
+                **{LABELS.name_of(c): v / h2 for c, v in vols.items()},
+            }
+        )
+    df = pd.DataFrame(rows)
+    named = cfg["volume"]["named_muscles"]
+    men, women = df[df["sex"] == "M"], df[df["sex"] == "F"]
+    r_men = {m: np.corrcoef(men["sarcopenia"], men[m])[0, 1] for m in named}
+    assert np.mean(list(r_men.values())) < -0.6, r_men
+    assert max(r_men.values()) < -0.4, r_men
+    r_women = {m: np.corrcoef(women["sarcopenia"], women[m])[0, 1] for m in named}
+    assert max(abs(v) for v in r_women.values()) < 0.35, r_women
+
+
 def test_sarcopenia_comes_from_smi_or_a_latent_draw(cfg):
     assert synthetic.is_sarcopenic(5.0, 5.4) is True
     assert synthetic.is_sarcopenic(7.5, 7.0) is False
