@@ -262,7 +262,7 @@ def test_truth_agreement_table_and_summary_section(labels, study, correlations):
         agreement=table,
     )
     assert "## Agreement with the generator's true volumes" in text
-    row = next(line for line in text.splitlines() if line.startswith("| Male | muscles"))
+    row = next(line for line in text.splitlines() if line.startswith("| unetr | Male | muscles"))
     assert f"{worst['abs_delta_r']:.3f} (sartorius)" in row
 
 
@@ -488,6 +488,7 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
         "correlate_by_source",
         "truth_agreement",
     ]
+    volumes.to_csv(tmp_path / "results/volumes/unet.tsv", sep="\t", index=False)
     run_snakemake(tmp_path, "--cores", "2", *targets, "--allowed-rules", *rules, configfiles=[TINY])
     for t in targets:
         assert (tmp_path / t).exists(), t
@@ -501,7 +502,8 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
     assert "| Male | 21 (21) | 5 (5) | 26 (26) |" in summary
     agreement = pd.read_csv(tmp_path / "results/sarcopenia/truth_agreement.tsv", sep="\t")
     assert {"r_source", "r_truth", "delta_r", "abs_delta_r"} <= set(agreement.columns)
-    moved_rows = agreement[agreement["abs_delta_r"] > 1e-9]
+    assert set(agreement["source"]) == {"unetr", "unet", "ground_truth"}
+    moved_rows = agreement[(agreement["abs_delta_r"] > 1e-9) & (agreement["source"] == "unetr")]
     assert set(zip(moved_rows["sex"], moved_rows["structure"], strict=True)) == {
         ("M", "adductor_longus"),
         ("M", "medial"),  # its group, the sum of its members

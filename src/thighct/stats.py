@@ -585,7 +585,13 @@ def truth_agreement_table(compared: pd.DataFrame) -> pd.DataFrame:
     and structure (rows where either r is undefined keep NaN)."""
     out = compared.copy()
     out["abs_delta_r"] = out["delta_r"].abs()
-    return out.sort_values(["sex", "family", "structure"], kind="stable").reset_index(drop=True)
+    keys = ["sex", "family", "structure"]
+    if "source" in out.columns:  # several sources: source first, in the order given
+        out = out[["source", *[c for c in out.columns if c != "source"]]]
+        out["_order"] = pd.factorize(out["source"])[0]
+        keys = ["_order", *keys]
+    out = out.sort_values(keys, kind="stable").reset_index(drop=True)
+    return out.drop(columns="_order", errors="ignore")
 
 
 def agreement_sentence(table: pd.DataFrame) -> str:
@@ -909,23 +915,26 @@ def summary_markdown(
             )
         lines.append("")
     if agreement is not None and len(agreement):
+        table = agreement if "source" in agreement.columns else agreement.assign(source=source)
         lines += [
             "## Agreement with the generator's true volumes (synthetic cohort)",
             "",
-            f"r from `{source}` minus r from the phantoms' exact volumes "
-            "(`results/sarcopenia/truth_agreement.tsv`).",
+            "r from each source's volumes minus r from the phantoms' exact volumes "
+            "(`results/sarcopenia/truth_agreement.tsv`); n: structures where both are defined.",
             "",
-            "| sex | family | n structures | mean abs Δr | max abs Δr (structure) |",
-            "|---|---|---|---|---|",
+            "| source | sex | family | n | mean abs Δr | max abs Δr (structure) |",
+            "|---|---|---|---|---|---|",
         ]
-        for (sex, family), part in agreement.groupby(["sex", "family"], sort=True):
+        order = {s: i for i, s in enumerate(pd.unique(table["source"]))}
+        groups = table.groupby(["source", "sex", "family"], sort=False)
+        for (src, sex, family), part in sorted(groups, key=lambda g: (order[g[0][0]], g[0][1:])):
             d = part["abs_delta_r"].dropna()
             if d.empty:
-                lines.append(f"| {SEXES.get(sex, sex)} | {family} | 0 | NA | NA |")
+                lines.append(f"| {src} | {SEXES.get(sex, sex)} | {family} | 0 | NA | NA |")
                 continue
             worst = part.loc[d.idxmax(), "structure"]
             lines.append(
-                f"| {SEXES.get(sex, sex)} | {family} | {len(d)} | {d.mean():.3f} | "
+                f"| {src} | {SEXES.get(sex, sex)} | {family} | {len(d)} | {d.mean():.3f} | "
                 f"{d.max():.3f} ({worst}) |"
             )
         lines.append("")

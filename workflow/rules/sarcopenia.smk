@@ -223,20 +223,25 @@ rule adjusted_models_plot:
         "../scripts/adjusted_models_plot.py"
 
 
-# Synthetic cohort: how far the configured source's correlations are from those of the
-# generator's exact volumes (what a perfect segmentation would give).
-TRUTH_CHECK = SYNTHETIC and SARCOPENIA["source"] != "truth"
+# Synthetic cohort: how far each model's correlations (and those from the first rater's
+# labels) are from those of the generator's exact volumes (a perfect segmentation).
+TRUTH_CHECK = SYNTHETIC
+TRUTH_SOURCES = [s for s in [*MODELS, "ground_truth"] if s in SARCOPENIA_SOURCES]
 
 
 rule truth_agreement:
-    """Correlations from the configured source beside those from the generator's true
-    volumes: r of each, delta_r, per sex, family and structure (synthetic cohort only).
-    """
+    """Correlations from each source beside those from the generator's true volumes: r of
+    each, delta_r, per source, sex, family and structure (synthetic cohort only)."""
     input:
-        muscles="results/sarcopenia/correlations_muscles.tsv",
-        groups="results/sarcopenia/correlations_groups.tsv",
-        truth_muscles="results/sarcopenia/by_source/truth/correlations_muscles.tsv",
-        truth_groups="results/sarcopenia/by_source/truth/correlations_groups.tsv",
+        sources=expand(
+            "results/sarcopenia/by_source/{source}/correlations_{family}.tsv",
+            source=TRUTH_SOURCES,
+            family=["muscles", "groups"],
+        ),
+        truth=expand(
+            "results/sarcopenia/by_source/truth/correlations_{family}.tsv",
+            family=["muscles", "groups"],
+        ),
         code=lib("stats", "io_tables"),
     output:
         "results/sarcopenia/truth_agreement.tsv",
@@ -249,7 +254,8 @@ rule truth_agreement:
         mem_mb=500,
         runtime=2,
     params:
-        source=SARCOPENIA["source"],
+        sources=TRUTH_SOURCES,
+        families=["muscles", "groups"],
     script:
         "../scripts/truth_agreement.py"
 

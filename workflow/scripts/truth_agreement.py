@@ -1,4 +1,4 @@
-"""Rule truth_agreement: the configured source's correlations beside the generator's truth."""
+"""Rule truth_agreement: each source's correlations beside the generator's true volumes."""
 
 import pandas as pd
 
@@ -6,17 +6,18 @@ from thighct import stats
 from thighct.io_tables import write_tsv
 from thighct.runlog import logged
 
-with logged(snakemake.log[0]):
-    i = snakemake.input
-    both = [
-        stats.compare_correlations(
-            pd.read_csv(i[family], sep="\t"), pd.read_csv(i[f"truth_{family}"], sep="\t")
-        )
-        for family in stats.FAMILIES
-    ]
-    table = stats.truth_agreement_table(pd.concat(both, ignore_index=True))
-    write_tsv(table.rename(columns={"r_a": "r_source", "r_b": "r_truth"}), snakemake.output[0])
-    print(
-        f"source {snakemake.params.source} vs the generator's truth: "
-        + stats.agreement_sentence(table)
-    )
+with logged(snakemake.log[0]) as log:
+    p = snakemake.params
+    files = list(snakemake.input.sources)  # expand order: source-major, then family
+    truth = dict(zip(p.families, snakemake.input.truth, strict=True))
+    parts = []
+    for i, source in enumerate(p.sources):
+        for j, family in enumerate(p.families):
+            ours = pd.read_csv(files[i * len(p.families) + j], sep="\t")
+            both = stats.compare_correlations(ours, pd.read_csv(truth[family], sep="\t"))
+            parts.append(both.assign(source=source))
+    table = stats.truth_agreement_table(pd.concat(parts, ignore_index=True))
+    table = table.rename(columns={"r_a": "r_source", "r_b": "r_truth"})
+    write_tsv(table, snakemake.output[0])
+    for source, part in table.groupby("source", sort=False):
+        log.info("%s vs the generator's truth: %s", source, stats.agreement_sentence(part))
