@@ -502,7 +502,7 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
     assert "| Male | 21 (21) | 5 (5) | 26 (26) |" in summary
     agreement = pd.read_csv(tmp_path / "results/sarcopenia/truth_agreement.tsv", sep="\t")
     assert {"r_source", "r_truth", "delta_r", "abs_delta_r"} <= set(agreement.columns)
-    assert set(agreement["source"]) == {"unetr", "unet", "ground_truth"}
+    assert set(agreement["source"]) == {"unetr", "unet"}
     moved_rows = agreement[(agreement["abs_delta_r"] > 1e-9) & (agreement["source"] == "unetr")]
     assert set(zip(moved_rows["sex"], moved_rows["structure"], strict=True)) == {
         ("M", "adductor_longus"),
