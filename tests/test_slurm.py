@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TINY
+from conftest import REPO, TINY, run_snakemake
 from rule_inventory import inventory
 
 PROFILE = REPO / "slurm" / "config.v8+.yaml"
@@ -216,21 +216,16 @@ def _sacct(env, *fields: str) -> list[dict]:
 def test_tiny_workflow_runs_every_job_through_slurm_and_trains_on_a_gpu(slurm, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(work),
-        "--configfile",
-        str(TINY),
+    started = time.monotonic()
+    proc = run_snakemake(
+        work,
         "--profile",
         str(_test_profile(tmp_path)),
-    ]
-    started = time.monotonic()
-    proc = subprocess.run(cmd, env=slurm, capture_output=True, text=True, timeout=3000)
+        configfiles=[TINY],
+        check=False,
+        timeout=3000,
+        env=slurm,
+    )
     elapsed = time.monotonic() - started
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"snakemake --profile slurm failed:\n{log[-8000:]}"

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from thighct import volume_tables
 from thighct import volumes as vol
 from thighct.labels import read_labels
 
@@ -167,10 +168,10 @@ def test_the_table_round_trips_and_stats_reads_its_classes(tmp_path):
     hu, label, affine, _ = two_legs()
     tables = [vol.subject_volumes(s, label, hu, affine, LABELS, SETTINGS) for s in ("S1", "S2")]
     path = tmp_path / "v.tsv"
-    vol.write_table(vol.combine_tables(tables), path)
-    back = vol.read_table(path)
-    assert list(back.columns) == vol.COLUMNS
-    pd.testing.assert_frame_equal(back, vol.combine_tables(tables), check_dtype=False)
+    volume_tables.write_table(volume_tables.combine_tables(tables), path)
+    back = volume_tables.read_table(path)
+    assert list(back.columns) == volume_tables.COLUMNS
+    pd.testing.assert_frame_equal(back, volume_tables.combine_tables(tables), check_dtype=False)
     long = read_volume_table(path, LABELS)
     assert len(long) == 2 * (LABELS.n_classes - 1)  # group rows are left to the reader
 

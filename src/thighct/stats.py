@@ -925,9 +925,8 @@ def summary_markdown(
             "| source | sex | family | n | mean abs Δr | max abs Δr (structure) |",
             "|---|---|---|---|---|---|",
         ]
-        order = {s: i for i, s in enumerate(pd.unique(table["source"]))}
-        groups = table.groupby(["source", "sex", "family"], sort=False)
-        for (src, sex, family), part in sorted(groups, key=lambda g: (order[g[0][0]], g[0][1:])):
+        # Rows come ordered by truth_agreement_table (source, then sex and family).
+        for (src, sex, family), part in table.groupby(["source", "sex", "family"], sort=False):
             d = part["abs_delta_r"].dropna()
             if d.empty:
                 lines.append(f"| {src} | {SEXES.get(sex, sex)} | {family} | 0 | NA | NA |")

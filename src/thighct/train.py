@@ -20,6 +20,7 @@ integer class ids 0..n_classes-1.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -637,10 +638,8 @@ def train_model(
 
 def _remove_empty_dir(folder: Path) -> None:
     """Remove the run's own checkpoint folder once empty (other runs may share its parents)."""
-    try:
+    with contextlib.suppress(OSError):
         folder.rmdir()
-    except OSError:
-        pass
 
 
 def _duration(seconds: float) -> str:

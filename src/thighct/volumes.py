@@ -48,9 +48,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .labels import LabelTable
-from .volume_tables import COLUMNS, GROUP_ID, combine_tables, read_table, write_table
-
-__all__ = ["COLUMNS", "GROUP_ID", "combine_tables", "read_table", "write_table"]
+from .volume_tables import COLUMNS, GROUP_ID
 
 # Voxels handled per step (memory of the index arrays, not a result-changing choice).
 _SLAB_VOXELS = 1 << 24

@@ -3,6 +3,8 @@
 # IMAT share, side) from predictions and manual labels; Fig 6 (ground truth vs predictions).
 
 INFER_CFG = config["infer"]
+# The settings the predict scripts run with (figure and resources are for other rules).
+INFER_RUN = {k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")}
 # The midline uses the pre-processing's body mask (threshold, opening, components).
 BODY_KEYS = [
     "body_threshold_hu",
@@ -57,11 +59,7 @@ for _model in MODELS:
                 runtime=INFER_CFG["resources"]["runtime"] * len(_members),
             params:
                 subjects=_members,
-                infer={
-                    k: v
-                    for k, v in INFER_CFG.items()
-                    if k not in ("figure", "resources")
-                },
+                infer=INFER_RUN,
                 network=config["networks"][_model],
             script:
                 "../scripts/predict.py"
@@ -99,11 +97,7 @@ for _model in MODELS:
                 runtime=INFER_CFG["resources"]["runtime"] * max(len(_held_out), 1),
             params:
                 subjects=_held_out,
-                infer={
-                    k: v
-                    for k, v in INFER_CFG.items()
-                    if k not in ("figure", "resources")
-                },
+                infer=INFER_RUN,
                 network=config["networks"][_model],
             script:
                 "../scripts/predict.py"

@@ -1,5 +1,7 @@
 """Rule truth_agreement: each source's correlations beside the generator's true volumes."""
 
+from itertools import product
+
 import pandas as pd
 
 from thighct import stats
@@ -8,14 +10,14 @@ from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
     p = snakemake.params
-    files = list(snakemake.input.sources)  # expand order: source-major, then family
     truth = dict(zip(p.families, snakemake.input.truth, strict=True))
     parts = []
-    for i, source in enumerate(p.sources):
-        for j, family in enumerate(p.families):
-            ours = pd.read_csv(files[i * len(p.families) + j], sep="\t")
-            both = stats.compare_correlations(ours, pd.read_csv(truth[family], sep="\t"))
-            parts.append(both.assign(source=source))
+    # expand() lists the files source-major, then family: the order of product().
+    pairs = product(p.sources, p.families)
+    for (source, family), path in zip(pairs, snakemake.input.sources, strict=True):
+        ours = pd.read_csv(path, sep="\t")
+        both = stats.compare_correlations(ours, pd.read_csv(truth[family], sep="\t"))
+        parts.append(both.assign(source=source))
     table = stats.truth_agreement_table(pd.concat(parts, ignore_index=True))
     table = table.rename(columns={"r_a": "r_source", "r_b": "r_truth"})
     write_tsv(table, snakemake.output[0])

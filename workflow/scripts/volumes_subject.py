@@ -1,7 +1,7 @@
 """Rule volumes_<source>_<chunk>: each scan's structure volumes (mm³, by side), mean HU, IMAT
 share and field-of-view flags, one table per scan."""
 
-from thighct import io, volumes
+from thighct import io, volume_tables, volumes
 from thighct.labels import read_labels
 from thighct.runlog import logged
 
@@ -17,7 +17,7 @@ with logged(snakemake.log[0]) as log:
             label.array, label.affine, hu.array, hu.affine, subject=subject, path=label_path
         )
         table = volumes.subject_volumes(subject, label.array, hu.array, hu.affine, labels, settings)
-        volumes.write_table(table, snakemake.output.tables[i])
+        volume_tables.write_table(table, snakemake.output.tables[i])
         cut = table.loc[table["fov_cut"] & (table["class_id"] > 0), "class_name"].tolist()
         log.info(
             "%s (%s): %d classes present; cut by the field of view: %s",
