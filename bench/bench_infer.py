@@ -118,6 +118,9 @@ def worker(args) -> None:
     overrides = dict(METHODS[args.worker])
     plain = overrides.pop("plain", False)
     threads = overrides.pop("threads", args.threads)
+    if plain:
+        # MONAI's call is one loop: all the threads go to torch (no window workers).
+        overrides["workers"] = 1
     settings = infer.InferSettings(overlap=args.overlap, device="cpu", **overrides)
     settings = infer.use_cpu_threads(settings, threads, torch.device("cpu"))
     cfg = NETWORKS[args.net]
@@ -147,7 +150,9 @@ def worker(args) -> None:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     np.save(args.out, labels)
-    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "peak_mb": peak, "before_mb": before}))
+    out = {"seconds": seconds, "cpu_s": cpu, "peak_mb": peak, "before_mb": before}
+    out["torch_threads"] = torch.get_num_threads()
+    print(json.dumps(out))
 
 
 def run_worker(method, args, out) -> dict:
@@ -204,7 +209,7 @@ def main() -> None:
                 results[m].append(res)
                 print(
                     f"  run {r + 1} {m:26s} {res['seconds']:7.1f} s  cpu {res['cpu_s']:7.1f} s  "
-                    f"peak {res['peak_mb']:6.0f} MB",
+                    f"peak {res['peak_mb']:6.0f} MB  torch threads {res['torch_threads']}",
                     flush=True,
                 )
         reference = np.load(results["plain"][0]["labels"])
