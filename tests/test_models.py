@@ -48,6 +48,54 @@ def test_paper_unetr_is_unetr_base_with_about_92_million_parameters():
     assert 90e6 < count_parameters(net) < 95e6
 
 
+# MONAI's UNETR module names -> PatchUNETR's (levels = 4 at patch 16).
+_MONAI_TO_PATCH = {
+    "encoder2.": "encoders.0.",
+    "encoder3.": "encoders.1.",
+    "encoder4.": "encoders.2.",
+    "decoder5.": "decoders.0.",
+    "decoder4.": "decoders.1.",
+    "decoder3.": "decoders.2.",
+    "decoder2.": "decoders.3.",
+}
+
+
+def _renamed(key: str) -> str:
+    for old, new in _MONAI_TO_PATCH.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
+
+def test_patch_unetr_at_patch_16_is_monais_unetr_block_for_block():
+    from monai.networks.nets import UNETR
+
+    from thighct.models import PatchUNETR
+
+    kw = {"feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 2}
+    torch.manual_seed(0)
+    monai_net = UNETR(1, 5, (32, 32, 32), **kw).eval()
+    ours = PatchUNETR(1, 5, (32, 32, 32), patch_size=16, **kw).eval()
+    state = {_renamed(k): v for k, v in monai_net.state_dict().items()}
+    ours.load_state_dict(state, strict=True)  # same parameters, one to one
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), monai_net(x))
+
+
+@pytest.mark.parametrize("patch, tokens", [(8, 4**3), (4, 8**3)])
+def test_finer_unetr_patches_give_more_tokens_and_full_resolution_logits(patch, tokens):
+    cfg = {**TINY["networks"]["unetr"], "arch": "unetr", "patch_size": patch}
+    net = build_network("unetr", cfg, LABELS.n_classes)
+    x = torch.rand(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        feats, hidden = net.vit(x)
+        out = net(x)
+    assert feats.shape[1] == tokens and len(hidden) == 12
+    assert out.shape == (2, LABELS.n_classes, 32, 32, 32)
+    assert net.levels == {8: 3, 4: 2}[patch]
+
+
 def _saved(tmp_path, model="unet"):
     cfg = TINY["networks"][model]
     torch.manual_seed(0)
@@ -109,7 +157,8 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
     [
         ({"arch": "transformer", "roi": [32, 32, 32]}, "arch"),
         ({"arch": "unetr", "roi": [40, 40, 40]}, "divisible by 16"),
-        ({"arch": "unetr", "roi": [32, 32, 32], "patch_size": 8}, "16-voxel patches"),
+        ({"arch": "unetr", "roi": [32, 32, 32], "patch_size": 6}, "patch_size must be one of"),
+        ({"arch": "unetr", "roi": [36, 36, 36], "patch_size": 8}, "divisible by 8"),
         (
             {"arch": "unet", "roi": [32, 32, 32], "channels": [4, 8], "strides": [2], "depth": 3},
             "depth",

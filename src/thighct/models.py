@@ -31,12 +31,125 @@ from monai.networks.nets import UNETR, DynUNet, UNet
 from .errors import ThighctError
 from .labels import LabelTable
 
+class PatchUNETR(torch.nn.Module):
+    """MONAI's UNETR with a smaller patch than its fixed 16 voxels (8 or 4; 2 ** k).
+
+    Same parts and wiring as ``monai.networks.nets.UNETR`` (ViT encoder; a convolutional
+    block on the input; skip features projected from transformer layers spaced evenly through
+    the 12 and brought up to their level by transposed convolutions; a decoder of up-blocks),
+    with one level per factor of two in the patch: k - 1 skips from layers ``12 j / k`` (for
+    k = 4 these are MONAI's layers 3, 6 and 9, and the blocks are MONAI's own). Used only when
+    ``patch_size`` is not 16; at 16 thighct builds MONAI's class itself.
+
+    Why: a patch is the finest detail the transformer sees. On a coarse CPU-scale grid
+    (3 x 3 x 5 mm) a 16-voxel patch is 48 x 48 x 80 mm, several muscles; an 8-voxel patch is
+    24 x 24 x 40 mm, about the paper's 16 x (1.5 x 1.5 x 2) mm.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        img_size,
+        patch_size: int = 8,
+        feature_size: int = 16,
+        hidden_size: int = 768,
+        mlp_dim: int = 3072,
+        num_heads: int = 12,
+        proj_type: str = "conv",
+        norm_name="instance",
+        conv_block: bool = True,
+        res_block: bool = True,
+        dropout_rate: float = 0.0,
+        spatial_dims: int = 3,
+        qkv_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock
+        from monai.networks.blocks import UnetrUpBlock
+        from monai.networks.nets import ViT
+
+        levels = int(patch_size).bit_length() - 1
+        if patch_size < 2 or 2**levels != patch_size:
+            raise ValueError(f"patch_size must be a power of two >= 2, got {patch_size}")
+        if hidden_size % num_heads:
+            raise ValueError("hidden_size should be divisible by num_heads.")
+        img_size = tuple(int(s) for s in img_size)
+        self.levels = levels
+        self.feat_size = tuple(s // patch_size for s in img_size)
+        self.hidden_size = hidden_size
+        self.vit = ViT(
+            in_channels=in_channels,
+            img_size=img_size,
+            patch_size=(patch_size,) * spatial_dims,
+            hidden_size=hidden_size,
+            mlp_dim=mlp_dim,
+            num_layers=12,
+            num_heads=num_heads,
+            proj_type=proj_type,
+            classification=False,
+            dropout_rate=dropout_rate,
+            spatial_dims=spatial_dims,
+            qkv_bias=qkv_bias,
+        )
+        blocks = {"spatial_dims": spatial_dims, "norm_name": norm_name, "res_block": res_block}
+        self.encoder1 = UnetrBasicBlock(
+            in_channels=in_channels, out_channels=feature_size, kernel_size=3, stride=1, **blocks
+        )
+        # Skip j (1 .. levels-1) sits at 1 / 2**j of the input: levels - j upsamplings.
+        self.skip_layers = [12 * j // levels for j in range(1, levels)]
+        self.encoders = torch.nn.ModuleList(
+            UnetrPrUpBlock(
+                in_channels=hidden_size,
+                out_channels=feature_size * 2**j,
+                num_layer=levels - j - 1,
+                kernel_size=3,
+                stride=1,
+                upsample_kernel_size=2,
+                conv_block=conv_block,
+                **blocks,
+            )
+            for j in range(1, levels)
+        )
+        self.decoders = torch.nn.ModuleList(
+            UnetrUpBlock(
+                in_channels=hidden_size if j == levels - 1 else feature_size * 2 ** (j + 1),
+                out_channels=feature_size * 2**j,
+                kernel_size=3,
+                upsample_kernel_size=2,
+                **blocks,
+            )
+            for j in reversed(range(levels))
+        )
+        self.out = UnetOutBlock(
+            spatial_dims=spatial_dims, in_channels=feature_size, out_channels=out_channels
+        )
+
+    def proj_feat(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(x.shape[0], *self.feat_size, self.hidden_size)
+        return x.permute(0, x.ndim - 1, *range(1, x.ndim - 1)).contiguous()
+
+    def forward(self, x_in: torch.Tensor) -> torch.Tensor:
+        x, hidden = self.vit(x_in)
+        skips = [self.encoder1(x_in)]
+        skips += [
+            enc(self.proj_feat(hidden[layer]))
+            for enc, layer in zip(self.encoders, self.skip_layers, strict=True)
+        ]
+        out = self.proj_feat(x)
+        for dec, skip in zip(self.decoders, reversed(skips), strict=True):
+            out = dec(out, skip)
+        return self.out(out)
+
+
 #: arch name -> MONAI class. Keys are what ``networks.<name>.arch`` may say.
 ARCHITECTURES = {"unetr": UNETR, "unet": UNet, "dynunet": DynUNet}
 #: Config keys that are not constructor arguments.
 META_KEYS = ("arch", "roi", "patch_size")
-#: MONAI's UNETR embeds fixed 16-voxel patches (ViT with patch_size 16, as in the paper).
+#: MONAI's UNETR embeds fixed 16-voxel patches (ViT with patch_size 16, as in the paper);
+#: smaller patches build :class:`PatchUNETR`, the same network with more levels of tokens.
 UNETR_PATCH = 16
+UNETR_PATCHES = (16, 8, 4)
 #: Version of the model.pt layout; bump when it changes.
 FORMAT_VERSION = 1
 
@@ -111,14 +224,18 @@ def build_network(model_name: str, net_cfg: dict, n_classes: int) -> torch.nn.Mo
     kwargs = _constructor_kwargs(model_name, arch, net_cfg)
     common = {"in_channels": 1, "out_channels": int(n_classes)}
     if arch is UNETR:
-        patch = int(net_cfg.get("patch_size", UNETR_PATCH))
-        if patch != UNETR_PATCH:
+        patch = net_cfg.get("patch_size", UNETR_PATCH)
+        if patch not in UNETR_PATCHES:
             raise ThighctError(
-                f"network '{model_name}': MONAI's UNETR embeds {UNETR_PATCH}-voxel patches, not {patch}",
-                fix=f"set networks.{model_name}.patch_size to {UNETR_PATCH} (or remove it)",
+                f"network '{model_name}': UNETR patch_size must be one of {list(UNETR_PATCHES)}, "
+                f"got {patch!r}",
+                fix=f"set networks.{model_name}.patch_size to 16 (MONAI's UNETR, the paper's) "
+                "or 8 or 4 (the same network with finer patches)",
             )
-        _check_divisible(model_name, roi, UNETR_PATCH, "UNETR's patch size")
-        return UNETR(img_size=roi, spatial_dims=3, **common, **kwargs)
+        _check_divisible(model_name, roi, patch, "UNETR's patch size")
+        if patch == UNETR_PATCH:
+            return UNETR(img_size=roi, spatial_dims=3, **common, **kwargs)
+        return PatchUNETR(img_size=roi, patch_size=patch, spatial_dims=3, **common, **kwargs)
     if arch is UNet:
         factor = 1
         for s in kwargs.get("strides", ()):
