@@ -222,6 +222,18 @@ def test_a_real_ct_with_metal_and_a_cut_field_of_view_gives_a_well_formed_predic
     seg = infer.prepare_network(net, labels.n_classes, torch.device("cpu"), settings)
     native = infer.predict_native(pre.image, pre.transform, seg, net_cfg["roi"], settings)
     assert native.shape == scan.shape and native.dtype == np.uint8
+    body_settings = pp.PreprocessSettings.from_config(config["preprocess"])
+    body = infer.body_region(scan.array, scan.affine, body_settings)
+    labelled_outside = int(((native > 0) & ~body).sum())
+    counts = infer.postprocess_labels(
+        native,
+        scan.array,
+        scan.affine,
+        body_settings,
+        infer.PostprocessSettings.from_config(config["infer"]["postprocess"]),
+    )
+    assert counts["outside_body"] == labelled_outside
+    assert not native[~body].any()
     assert int(native.max()) < labels.n_classes
     io.save_nifti(tmp_path / "pred.nii.gz", native, scan.affine, np.uint8)
     back = io.load_nifti(tmp_path / "pred.nii.gz")
@@ -270,3 +282,54 @@ def test_fig6_slices_span_the_labelled_extent_and_the_figure_is_written(tmp_path
     png = tmp_path / "fig6.png"
     segmentation.plot_examples(rows, ["unetr"], labels, png, model_names={"unetr": "UNETR"}, dpi=50)
     assert png.stat().st_size > 0
+
+
+def _body_scene():
+    """An axial ellipse of muscle HU in air, a gas bubble inside it, a thin table below."""
+    hu = np.full((40, 34, 12), -1000.0, np.float32)
+    x, y = np.ogrid[:40, :34]
+    body = ((x - 20) / 14.0) ** 2 + ((y - 14) / 10.0) ** 2 <= 1
+    hu[body] = 40.0
+    hu[18:22, 12:16, 4:7] = -900.0  # bowel gas: a hole in the body, still inside it
+    hu[:, 30:32, :] = 300.0  # the table: two voxels thick, apart from the body
+    return hu, np.diag([3.0, 3.0, 5.0, 1.0]), body
+
+
+def test_labels_in_the_air_and_on_the_table_are_cleared_and_the_body_is_kept():
+    hu, affine, body = _body_scene()
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[body] = 3
+    labels[19, 13, 5] = 7  # inside the gas bubble: kept (the body's holes are filled)
+    labels[2:4, 0:2, :] = 5  # air, away from the body
+    labels[10:30, 30:32, 2:8] = 6  # on the table
+    expected_cleared = 2 * 2 * 12 + 20 * 2 * 6
+    before = labels.copy()
+    counts = infer.postprocess_labels(
+        labels, hu, affine, pp.PreprocessSettings(), infer.PostprocessSettings()
+    )
+    assert counts == {"outside_body": expected_cleared, "small_pieces": 0}
+    assert not labels[2:4, 0:2, :].any() and not labels[:, 30:32, :].any()
+    np.testing.assert_array_equal(labels[body], before[body])
+    assert labels[19, 13, 5] == 7
+    off = infer.PostprocessSettings(body_only=False)
+    again = before.copy()
+    assert infer.postprocess_labels(again, hu, affine, pp.PreprocessSettings(), off) == {
+        "outside_body": 0,
+        "small_pieces": 0,
+    }
+    np.testing.assert_array_equal(again, before)
+
+
+def test_small_pieces_of_a_class_are_dropped_and_both_sides_kept():
+    labels = np.zeros((30, 10, 10), np.uint8)
+    labels[2:7, 2:7, 2:7] = 2  # left, 125 voxels
+    labels[20:25, 2:7, 2:6] = 2  # right, 100 voxels
+    labels[14, 8, 8] = 2  # a stray voxel
+    labels[14, 2:4, 2:4] = 4  # one piece only: kept whatever its size
+    before = labels.copy()
+    assert infer.drop_small_pieces(labels, 0.0) == {} and np.array_equal(labels, before)
+    assert infer.drop_small_pieces(labels, 0.1) == {2: 1}
+    assert labels[14, 8, 8] == 0
+    assert (labels == 2).sum() == 225 and (labels == 4).sum() == 4
+    with pytest.raises(ValueError, match="min_component_fraction"):
+        infer.PostprocessSettings.from_config({"min_component_fraction": 2})

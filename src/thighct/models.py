@@ -31,6 +31,7 @@ from monai.networks.nets import UNETR, DynUNet, UNet
 from .errors import ThighctError
 from .labels import LabelTable
 
+
 class PatchUNETR(torch.nn.Module):
     """MONAI's UNETR with a smaller patch than its fixed 16 voxels (8 or 4; 2 ** k).
 
@@ -65,8 +66,12 @@ class PatchUNETR(torch.nn.Module):
         qkv_bias: bool = False,
     ) -> None:
         super().__init__()
-        from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock
-        from monai.networks.blocks import UnetrUpBlock
+        from monai.networks.blocks import (
+            UnetOutBlock,
+            UnetrBasicBlock,
+            UnetrPrUpBlock,
+            UnetrUpBlock,
+        )
         from monai.networks.nets import ViT
 
         levels = int(patch_size).bit_length() - 1

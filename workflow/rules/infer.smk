@@ -4,7 +4,11 @@
 
 INFER_CFG = config["infer"]
 # The settings the predict scripts run with (figure and resources are for other rules).
-INFER_RUN = {k: v for k, v in INFER_CFG.items() if k not in ("figure", "resources")}
+INFER_RUN = {
+    k: v
+    for k, v in INFER_CFG.items()
+    if k not in ("figure", "resources", "postprocess")
+}
 # The midline uses the pre-processing's body mask (threshold, opening, components).
 BODY_KEYS = [
     "body_threshold_hu",
@@ -12,10 +16,12 @@ BODY_KEYS = [
     "body_min_component_fraction",
     "body_coarse_mm",
 ]
-VOLUME_PARAMS = {
-    **config["volumes"],
-    **{k: config["preprocess"][k] for k in BODY_KEYS if k in config["preprocess"]},
+BODY_PARAMS = {
+    k: config["preprocess"][k] for k in BODY_KEYS if k in config["preprocess"]
 }
+VOLUME_PARAMS = {**config["volumes"], **BODY_PARAMS}
+# Post-processing of each predicted label map: its settings and the body mask's.
+POSTPROCESS_PARAMS = {**INFER_CFG.get("postprocess", {}), "body": BODY_PARAMS}
 # Whose label maps are measured: each model's predictions on every included scan, the first
 # rater's labels on the annotated scans, the second rater's on the RATER2 scans.
 VOLUME_SUBJECTS = {
@@ -60,6 +66,7 @@ for _model in MODELS:
             params:
                 subjects=_members,
                 infer=INFER_RUN,
+                postprocess=POSTPROCESS_PARAMS,
                 network=config["networks"][_model],
             script:
                 "../scripts/predict.py"
@@ -98,6 +105,7 @@ for _model in MODELS:
             params:
                 subjects=_held_out,
                 infer=INFER_RUN,
+                postprocess=POSTPROCESS_PARAMS,
                 network=config["networks"][_model],
             script:
                 "../scripts/predict.py"

@@ -13,6 +13,7 @@ from thighct import infer, io
 from thighct.io_tables import write_tsv
 from thighct.labels import read_labels
 from thighct.models import load_model, network_roi
+from thighct.preprocess import PreprocessSettings
 from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
@@ -23,6 +24,8 @@ with logged(snakemake.log[0]) as log:
     net, meta = load_model(snakemake.input.model, labels, device, net_cfg=snakemake.params.network)
     roi = network_roi(meta["network"])
     segmenter = infer.prepare_network(net, labels.n_classes, device, settings)
+    post = infer.PostprocessSettings.from_config(snakemake.params.postprocess)
+    body = PreprocessSettings.from_config(snakemake.params.postprocess["body"])
     log.info(
         "model %s on %s, %d threads, roi %s", snakemake.input.model, device, snakemake.threads, roi
     )
@@ -37,21 +40,37 @@ with logged(snakemake.log[0]) as log:
             transform, shape, affine, subject=subject, path=snakemake.input.transforms[i]
         )
         image = io.load_nifti(snakemake.input.images[i], subject=subject).array
+        pre_shape = image.shape
         t1 = time.perf_counter()
         native = infer.predict_native(image, transform, segmenter, roi, settings)
         infer.synchronise(device)
         t2 = time.perf_counter()
+        del image
+        # The scan's HU only now: it never shares memory with the network's windows.
+        hu = io.load_nifti(snakemake.input.ingested[i], subject=subject).array
+        cleared = infer.postprocess_labels(native, hu, affine, body, post)
+        del hu
         io.save_nifti(snakemake.output.predictions[i], native, affine, np.uint8)
         rows.append(
             {
                 "subject": subject,
                 "seconds": round(time.perf_counter() - t0, 3),
                 "inference_seconds": round(t2 - t1, 3),
-                "windows": infer.count_windows(image.shape, roi, settings.overlap),
-                "preprocessed_shape": "x".join(map(str, image.shape)),
+                "windows": infer.count_windows(pre_shape, roi, settings.overlap),
+                "preprocessed_shape": "x".join(map(str, pre_shape)),
+                "cleared_outside_body": cleared["outside_body"],
+                "cleared_small_pieces": cleared["small_pieces"],
                 "device": str(device),
                 "threads": snakemake.threads,
             }
         )
-        log.info("%s: %s voxels -> %s in %.1f s", subject, image.shape, shape, t2 - t1)
+        log.info(
+            "%s: %s voxels -> %s in %.1f s; cleared %d voxels outside the body, %d in small pieces",
+            subject,
+            pre_shape,
+            shape,
+            t2 - t1,
+            cleared["outside_body"],
+            cleared["small_pieces"],
+        )
     write_tsv(pd.DataFrame(rows), snakemake.output.timing)
