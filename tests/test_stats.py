@@ -386,9 +386,21 @@ def test_heatmap_has_both_panels_with_labels(
     png = tmp_path / f"{family}.png"
     groups = dict(zip(labels.table["name"], labels.table["group"], strict=True))
     fig = plot_correlation_heatmaps(
-        study[2], correlations[family], family, png, groups=groups, dpi=40
+        study[2],
+        correlations[family],
+        family,
+        png,
+        groups=groups,
+        dpi=40,
+        source="UNETR predictions",
     )
     assert png.exists() and png.with_suffix(".pdf").exists()
+    # The caption says whose volumes these are.
+    assert (
+        fig._supxlabel.get_text()
+        .replace("\n", " ")
+        .startswith("Volumes from UNETR predictions, adjusted by height")
+    )
     width, height = Image.open(png).size
     # Fig 7: A above B, one page wide (7.5 in); Fig 8: A beside B.
     if stacked:

@@ -121,6 +121,17 @@ def subject_row(subject):
     return _ROWS[subject]
 
 
+def source_description(source):
+    """Whose volumes a sarcopenia source holds, in words (for figure captions)."""
+    fixed = {
+        "ground_truth": "the first rater's labels",
+        "rater2": "the second rater's labels",
+        "truth": "the phantoms' true volumes",
+    }
+    names = config["evaluate"].get("model_names", {})
+    return fixed.get(source, f"{names.get(source, source)} predictions")
+
+
 def source_image(wildcards):
     """The subject's raw image: a NIfTI file or a DICOM folder (synthetic: the phantom)."""
     return _ROWS[wildcards.subject]["image"]

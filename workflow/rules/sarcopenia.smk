@@ -140,6 +140,7 @@ rule fig7_heatmap:
         cmap=SARCOPENIA["heatmap_cmap"],
         alpha=SARCOPENIA["alpha"],
         dpi=config["plots"]["dpi"],
+        source=source_description(SARCOPENIA["source"]),
     script:
         "../scripts/fig7_heatmap.py"
 
@@ -169,6 +170,7 @@ rule fig8_heatmap:
         cmap=SARCOPENIA["heatmap_cmap"],
         alpha=SARCOPENIA["alpha"],
         dpi=config["plots"]["dpi"],
+        source=source_description(SARCOPENIA["source"]),
     script:
         "../scripts/fig8_heatmap.py"
 

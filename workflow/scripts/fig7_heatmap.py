@@ -21,5 +21,6 @@ with logged(snakemake.log[0]):
         cmap=p.cmap,
         alpha=p.alpha,
         dpi=p.dpi,
+        source=p.source,
         also=("pdf",),
     )

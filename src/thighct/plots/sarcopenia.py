@@ -215,6 +215,7 @@ def plot_correlation_heatmaps(
     annotate_matrix: bool | None = None,
     layout: str | None = None,
     title: str | None = None,
+    source: str | None = None,
     also: tuple[str, ...] = ("pdf",),
 ) -> Figure:
     """Fig 7 (family ``muscles``) or Fig 8 (``groups``): panel A female, panel B male.
@@ -225,7 +226,8 @@ def plot_correlation_heatmaps(
     prints r, with ``*`` where p_fdr < ``alpha``. ``groups`` (structure -> group) draws lines
     between muscle groups. ``layout``: ``stacked`` (A above B; the default for many structures,
     so Fig 7 prints at one page width) or ``side`` (A beside B; the default for few). Sizes are
-    set so that at 100 % the fonts are 8-10 pt. Returns the (closed) figure, for tests.
+    set so that at 100 % the fonts are 8-10 pt. ``source`` (e.g. "UNETR predictions") opens
+    the caption, so a reader knows whose volumes are shown. Returns the (closed) figure.
     """
     apply_style()
     structures = structure_order(adjusted, family) or list(
@@ -287,8 +289,9 @@ def plot_correlation_heatmaps(
     cb.set_ticklabels(["\u22121", "\u22120.5", "0", "0.5", "1"])
     cb.set_label("Correlation r", fontsize=10)
     cb.outline.set_visible(False)
+    volumes = f"Volumes from {source}, adjusted" if source else "Volumes adjusted"
     note = (
-        f"Volumes adjusted by height\u00b2 (mm\u00b3/m\u00b2). Sarcopenia column: point-biserial r "
+        f"{volumes} by height\u00b2 (mm\u00b3/m\u00b2). Sarcopenia column: point-biserial r "
         f"(sarcopenic = 1; r < 0: smaller volume in sarcopenia); * p < {alpha:g} after "
         f"Benjamini\u2013Hochberg FDR within sex."
     )
