@@ -113,6 +113,21 @@ def test_prepared_unetr_gives_monais_labels(mode):
     assert (got == expected).mean() >= 0.999
 
 
+def test_in_place_norm_of_a_channels_last_tensor_is_instance_norm():
+    """The channels-last path (row sums and a Gram diagonal) against torch's instance norm."""
+    x = torch.randn(2, 6, 7, 8, 9) * 3 + 2
+    for affine in (False, True):
+        norm = nn.InstanceNorm3d(6, affine=affine)
+        if affine:
+            nn.init.normal_(norm.weight)
+            nn.init.normal_(norm.bias)
+        expected = norm(x)
+        given = x.contiguous(memory_format=torch.channels_last_3d)
+        out = infer.InstanceNormInPlace(norm)(given)
+        assert out.data_ptr() == given.data_ptr()  # in place
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_instance_norm_as_group_norm_is_the_same_normalisation():
     x = torch.randn(2, 6, 7, 8, 9)
     for affine in (False, True):

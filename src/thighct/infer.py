@@ -216,7 +216,9 @@ class InstanceNormInPlace(InstanceNormAsGroupNorm):
         the centred values the diagonal of their Gram matrix (one BLAS call, no temporary).
         """
         n, c = x.shape[:2]
-        for rows in x.permute(0, 2, 3, 4, 1).reshape(n, -1, c):  # views of x, one per sample
+        flat = x.permute(0, 2, 3, 4, 1).view(n, -1, c)  # x itself: (sample, voxel, channel)
+        for i in range(n):
+            rows = flat[i]
             mean = rows.mean(dim=0)
             rows.sub_(mean)
             var = torch.mm(rows.T, rows).diagonal() / rows.shape[0]
