@@ -78,6 +78,9 @@ class TrainSettings:
     weight_decay: float = 1e-5
     lr_schedule: str = "constant"
     warmup_epochs: int = 0
+    intensity_prob: float = 0.0
+    intensity_shift: float = 0.0
+    intensity_scale: float = 0.0
     val_every: int = 5
     val_overlap: float = 0.25
     sw_batch_size: int = 4
@@ -269,6 +272,29 @@ def crop_pipeline(
             fix="set train.crop_method to pos_neg or classes",
         )
     return [pad, indices], crop
+
+
+def augment_intensity(images: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
+    """Random brightness and contrast per crop: ``image * (1 + a) + b`` with probability
+    ``intensity_prob``, ``a`` uniform in +-``intensity_scale`` and ``b`` in +-``intensity_shift``
+    (units of the preprocessed 0..1 range). Drawn from torch's generator, which each epoch
+    seeds and each checkpoint stores, so runs and resumes repeat exactly.
+
+    Why: muscle that loses volume also turns darker (fat infiltration; the phantoms' sarcopenic
+    muscle is 6 HU darker). A network that keys on the exact brightness then misplaces the
+    boundaries of exactly the subjects a study compares.
+    """
+    if settings.intensity_prob <= 0 or (
+        settings.intensity_shift <= 0 and settings.intensity_scale <= 0
+    ):
+        return images
+    n = images.shape[0]
+    shape = (n,) + (1,) * (images.ndim - 1)
+    draws = torch.rand(3, n)
+    on = (draws[0] < settings.intensity_prob).float()
+    scale = 1.0 + (2 * draws[1] - 1) * settings.intensity_scale * on
+    shift = (2 * draws[2] - 1) * settings.intensity_shift * on
+    return images * scale.view(shape).to(images.device) + shift.view(shape).to(images.device)
 
 
 def epoch_batches(n_images: int, batch_size: int, order_seed: int) -> list[list[int]]:
@@ -551,6 +577,7 @@ def train_model(
         for batch in epoch_batches(len(train_items), settings.batch_size, seeds["order"]):
             crops = [c for i in batch for c in dataset[i]]
             images, targets = crops_to_batch(crops, dev)
+            images = augment_intensity(images, settings)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(dev.type, enabled=_amp_on(settings, dev)):
                 loss = loss_fn(net(images), targets)
