@@ -84,7 +84,17 @@ def test_one_epoch_of_each_network_writes_a_loadable_model_and_a_log(tmp_path, m
 def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     labels, net_cfg = small_labels(), TINY["networks"]["unet"]
     data = phantoms(4, 3), phantoms(1, 4)
-    cfg = settings(tmp_path, epochs=4, val_every=2, checkpoint_every=2, crops_per_image=2)
+    # With brightness/contrast augmentation on: its draws must resume too.
+    cfg = settings(
+        tmp_path,
+        epochs=4,
+        val_every=2,
+        checkpoint_every=2,
+        crops_per_image=2,
+        intensity_prob=1.0,
+        intensity_shift=0.1,
+        intensity_scale=0.1,
+    )
 
     whole = train.train_model(
         "unet", net_cfg, cfg, labels, *data, seed=11, checkpoint_dir=tmp_path / "a"
@@ -201,3 +211,21 @@ def test_epochs_must_be_resolved_to_a_count_for_the_model():
     with pytest.raises(train.ThighctError, match="positive count"):
         train.TrainSettings.from_config({**TINY["train"], "epochs": None})
     assert train.TrainSettings.from_config({**TINY["train"], "epochs": 3}).epochs == 3
+
+
+def test_intensity_augmentation_is_a_seeded_affine_change_per_crop():
+    images = torch.rand(6, 1, 4, 4, 4)
+    off = train.TrainSettings(epochs=1)
+    assert train.augment_intensity(images, off) is images
+    on = train.TrainSettings(epochs=1, intensity_prob=1.0, intensity_shift=0.1, intensity_scale=0.2)
+    torch.manual_seed(5)
+    first = train.augment_intensity(images, on)
+    torch.manual_seed(5)
+    again = train.augment_intensity(images, on)
+    assert torch.equal(first, again)
+    for crop, out in zip(images, first, strict=True):
+        # One scale and one shift per crop, within the configured bounds.
+        a, b = np.polyfit(crop.flatten().numpy(), out.flatten().numpy(), 1)
+        assert 0.8 - 1e-4 <= a <= 1.2 + 1e-4 and abs(b) <= 0.1 + 1e-4
+        np.testing.assert_allclose(out.numpy(), a * crop.numpy() + b, atol=1e-5)
+    assert not torch.equal(first, images)
