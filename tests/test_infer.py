@@ -348,3 +348,25 @@ def test_small_pieces_of_a_class_are_dropped_and_both_sides_kept():
     assert (labels == 2).sum() == 225 and (labels == 4).sum() == 4
     with pytest.raises(ValueError, match="min_component_fraction"):
         infer.PostprocessSettings.from_config({"min_component_fraction": 2})
+
+
+def test_the_fused_one_channel_residual_block_computes_monais_block():
+    from monai.networks.blocks.dynunet_block import UnetResBlock
+
+    torch.manual_seed(3)
+    block = UnetResBlock(3, 1, 6, kernel_size=3, stride=1, norm_name=("instance", {"affine": True}))
+    for m in block.modules():
+        if isinstance(m, nn.InstanceNorm3d):
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+    block.eval()
+    x = torch.rand(2, 1, 12, 10, 9) * 2 + 0.5
+    with torch.inference_mode():
+        expected = block(x)
+        fused = copy.deepcopy(block)
+        infer.swap_instance_norms(fused, in_place=True)
+        holder = nn.Sequential(fused)
+        assert infer.fuse_one_channel_blocks(holder) == 1
+        assert isinstance(holder[0], infer.OneChannelResBlock)
+        got = holder(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -64,6 +64,9 @@ class InferSettings:
     fast_norm: instance norm as group norm with one group per channel (same results, faster).
     split_head: accumulate features before a final 1x1x1 convolution instead of logits
         (same results up to float rounding; smaller accumulator, fewer operations).
+    fuse_blocks: on CPU with ``fast_norm`` and ``channels_last``, the residual block on the
+        one-channel input (UNETR's ``encoder1``) computes its 1x1x1 residual branch as a
+        rank-one update (:class:`OneChannelResBlock`; same results up to float rounding).
     workers: batches of windows computed at once on CPU, each with ``threads // workers``
         torch threads (:func:`use_cpu_threads`). Two single-threaded windows on two cores avoid the
         per-operation synchronisation of two threads sharing one window.
@@ -78,6 +81,7 @@ class InferSettings:
     channels_last: bool = True
     fast_norm: bool = True
     split_head: bool = True
+    fuse_blocks: bool = True
     workers: int = 2
 
     @classmethod
@@ -212,23 +216,125 @@ class InstanceNormInPlace(InstanceNormAsGroupNorm):
         """The same normalisation on a channels-last tensor, seen as (voxels, channels) rows.
 
         ``var_mean`` over the spatial dims of a channels-last tensor is a strided reduction
-        (a third of a window's time in UNETR); here the mean is a row sum, and the variance of
-        the centred values the diagonal of their Gram matrix (one BLAS call, no temporary).
+        (a third of a window's time in UNETR); here the statistics come from a row sum and the
+        diagonal of the Gram matrix (one BLAS call), and one pass writes the result.
         """
         n, c = x.shape[:2]
         flat = x.permute(0, 2, 3, 4, 1).view(n, -1, c)  # x itself: (sample, voxel, channel)
         for i in range(n):
             rows = flat[i]
-            mean = rows.mean(dim=0)
-            rows.sub_(mean)
-            var = torch.mm(rows.T, rows).diagonal() / rows.shape[0]
-            scale = torch.rsqrt(var + self.eps)
-            if self.weight is not None:
-                scale = scale * self.weight
-            rows.mul_(scale)
-            if self.bias is not None:
-                rows.add_(self.bias)
+            mean, var = row_moments(rows)
+            scale, shift = affine_of_norm(mean, var, self.eps, self.weight, self.bias)
+            torch.addcmul(shift, rows, scale, out=rows)
         return x
+
+
+#: Largest mean^2 / variance for which E[x^2] - mean^2 keeps float32 accuracy (about 1e-5
+#: relative); beyond it the rows are centred first.
+_ONE_PASS_LIMIT = 100.0
+
+
+def row_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and biased variance of a ``(voxels, channels)`` matrix.
+
+    One read for the sums and one Gram matrix for the squares. When a column's mean is large
+    against its spread the difference of squares would lose digits: the rows are then centred
+    in place and the returned mean is 0 (the centring is already applied).
+    """
+    count = rows.shape[0]
+    mean = rows.sum(dim=0) / count
+    var = torch.mm(rows.T, rows).diagonal() / count - mean * mean
+    if bool((mean * mean > _ONE_PASS_LIMIT * var.clamp_min(0)).any()):
+        rows.sub_(mean)
+        var = torch.mm(rows.T, rows).diagonal() / count
+        mean = torch.zeros_like(mean)
+    return mean, var.clamp_min(0)
+
+
+def affine_of_norm(mean, var, eps, weight, bias) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` with norm(x) = x * scale + shift, per channel (inference: no grad)."""
+    weight = None if weight is None else weight.detach()
+    bias = None if bias is None else bias.detach()
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
+
+
+class OneChannelResBlock(nn.Module):
+    """MONAI's ``UnetResBlock`` on a one-channel input (UNETR's ``encoder1``), fused.
+
+    Its residual branch is a 1x1x1 convolution of the input and an instance norm. With one
+    input channel, channel c of that branch is ``w_c * x + b_c``, so after the norm it is
+    ``scale_c * (x - mean_x) + shift_c`` with ``scale_c = w_c * gamma_c / sqrt(w_c^2 var_x +
+    eps)``: no convolution, no full-size tensor. It is added, with the main branch's last norm,
+    in one pass over the main branch (a rank-one update). Same result up to float rounding.
+    """
+
+    def __init__(self, block: nn.Module, residual_conv: nn.Conv3d):
+        super().__init__()
+        self.block = block
+        self.w3 = residual_conv.weight.detach().reshape(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        out = b.lrelu(b.norm1(b.conv1(x)))
+        out = b.conv2(out)
+        if not (
+            x.is_contiguous(memory_format=torch.channels_last_3d)
+            and out.is_contiguous(memory_format=torch.channels_last_3d)
+        ):
+            return self.block(x)
+        n, c = out.shape[:2]
+        flat = out.permute(0, 2, 3, 4, 1).view(n, -1, c)
+        inputs = x.reshape(n, -1)
+        n2, n3 = b.norm2, b.norm3
+        w3 = self.w3.to(out.dtype)
+        for i in range(n):
+            rows = flat[i]
+            mean2, var2 = row_moments(rows)
+            scale2, shift2 = affine_of_norm(mean2, var2, n2.eps, n2.weight, n2.bias)
+            xi = inputs[i]
+            mean_x = xi.mean()
+            var_x = (xi - mean_x).pow(2).mean()
+            # norm3(w x + b) = gamma * w * (x - mean_x) * rsqrt(w^2 var_x + eps) + beta
+            zero = torch.zeros_like(w3)
+            scale3, shift3 = affine_of_norm(zero, w3 * w3 * var_x, n3.eps, n3.weight, n3.bias)
+            scale3 = scale3 * w3
+            shift3 = shift3 - mean_x * scale3
+            torch.addcmul(shift2 + shift3, rows, scale2, out=rows)
+            rows.addr_(xi, scale3)
+        return b.lrelu(out)
+
+
+def fuse_one_channel_blocks(module: nn.Module) -> int:
+    """Replace every ``UnetResBlock`` on a one-channel input by :class:`OneChannelResBlock`.
+
+    Only blocks whose norms were swapped to :class:`InstanceNormAsGroupNorm` (``fast_norm``)
+    and whose residual convolution is 1x1x1 with stride 1 qualify. Returns how many.
+    """
+    from monai.networks.blocks.dynunet_block import UnetResBlock
+
+    fused = 0
+    for name, child in module.named_children():
+        if isinstance(child, UnetResBlock) and hasattr(child, "conv3"):
+            convs = [m for m in child.conv3.modules() if isinstance(m, nn.Conv3d)]
+            norms = (child.norm1, child.norm2, getattr(child, "norm3", None))
+            if (
+                len(convs) == 1
+                and convs[0].in_channels == 1
+                and tuple(convs[0].kernel_size) == (1, 1, 1)
+                and tuple(convs[0].stride) == (1, 1, 1)
+                and all(isinstance(m, InstanceNormAsGroupNorm) for m in norms)
+            ):
+                setattr(module, name, OneChannelResBlock(child, convs[0]))
+                fused += 1
+                continue
+        fused += fuse_one_channel_blocks(child)
+    return fused
 
 
 def _in_place_norm_blocks() -> tuple[type, ...]:
@@ -391,6 +497,8 @@ def prepare_network(
     net.to(device)
     channels_last = bool(settings.channels_last and device.type == "cpu")
     if channels_last:
+        if settings.fast_norm and settings.fuse_blocks:
+            log.debug("%d one-channel residual blocks fused", fuse_one_channel_blocks(net))
         net.to(memory_format=torch.channels_last_3d)
         if torch.backends.mkldnn.is_available():
             log.debug("%d convolutions routed to oneDNN", route_convolutions_to_onednn(net))
