@@ -108,6 +108,8 @@ def test_prepared_unetr_gives_monais_labels(mode):
     settings = infer.InferSettings(mode=mode, sw_batch_size=4)
     seg = infer.prepare_network(copy.deepcopy(net), 5, torch.device("cpu"), settings)
     assert seg.head is not None and seg.channels_last
+    assert isinstance(seg.trunk, infer.StreamlinedUNETR)
+    assert isinstance(seg.trunk.net.encoder1.layer, infer.OneChannelResBlock)
     got = infer.predict_labels(image, seg, (16, 16, 16), settings)
     # Float rounding differs (other kernels, other summation order): near-ties may flip.
     assert (got == expected).mean() >= 0.999
@@ -126,6 +128,30 @@ def test_in_place_norm_of_a_channels_last_tensor_is_instance_norm():
         out = infer.InstanceNormInPlace(norm)(given)
         assert out.data_ptr() == given.data_ptr()  # in place
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("patch", [8, 4])
+def test_prepared_patch_unetr_gives_its_plain_labels(patch):
+    from thighct.models import PatchUNETR
+
+    torch.manual_seed(2)
+    net = PatchUNETR(
+        1,
+        5,
+        (16, 16, 16),
+        patch_size=patch,
+        feature_size=4,
+        hidden_size=32,
+        mlp_dim=64,
+        num_heads=2,
+    ).eval()
+    image = random_image((40, 27, 33), seed=4)
+    expected = monai_labels(net, image, (16, 16, 16), 0.25)
+    settings = infer.InferSettings(sw_batch_size=2)
+    seg = infer.prepare_network(copy.deepcopy(net), 5, torch.device("cpu"), settings)
+    assert isinstance(seg.trunk, infer.StreamlinedUNETR)
+    got = infer.predict_labels(image, seg, (16, 16, 16), settings)
+    assert (got == expected).mean() >= 0.999
 
 
 def test_instance_norm_as_group_norm_is_the_same_normalisation():

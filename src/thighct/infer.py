@@ -310,6 +310,91 @@ class OneChannelResBlock(nn.Module):
         return b.lrelu(out)
 
 
+class StreamlinedUNETR(nn.Module):
+    """UNETR's forward pass (MONAI's or :class:`thighct.models.PatchUNETR`) with its last,
+    full-resolution up-block assembled in place.
+
+    MONAI's forward computes ``encoder1`` first and keeps it through the whole transformer and
+    decoder, upsamples the decoder, then copies both into a new concatenation. Here
+    ``encoder1`` runs last and the transposed convolution (kernel = stride = 2: one matrix
+    product) writes its half of the concatenation directly. Same operations and results up to
+    float rounding; one full-resolution tensor less at the peak and one copy less.
+    """
+
+    def __init__(self, net: nn.Module, vit, encoder1, skips, layers, decoders, proj_feat, out):
+        super().__init__()
+        self.net = net
+        self._parts = (vit, encoder1, list(skips), list(layers), list(decoders), proj_feat, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        vit, encoder1, skips, layers, decoders, proj_feat, head = self._parts
+        feats, hidden = vit(x)
+        lows = [enc(proj_feat(hidden[layer])) for enc, layer in zip(skips, layers, strict=True)]
+        del hidden
+        out = proj_feat(feats)
+        del feats
+        for dec, skip in zip(decoders[:-1], reversed(lows), strict=True):
+            out = dec(out, skip)
+        del lows
+        last = decoders[-1]
+        transp = next(m for m in last.transp_conv.modules() if isinstance(m, nn.ConvTranspose3d))
+        n, _, *size = x.shape
+        c = transp.out_channels
+        cat = torch.empty((n, 2 * c, *size), dtype=out.dtype, device=out.device).contiguous(
+            memory_format=torch.channels_last_3d
+        )
+        _upsample_into(out, transp, cat[:, :c])
+        del out
+        cat[:, c:].copy_(encoder1(x))  # encoder1's output lives only until this copy
+        return head(last.conv_block(cat))
+
+
+def _upsample_into(inp: torch.Tensor, transp: nn.ConvTranspose3d, target: torch.Tensor) -> None:
+    """A transposed convolution of kernel = stride = 2 (no padding) written into ``target``
+    (a channels-last view): each input voxel times the weight gives its 2 x 2 x 2 outputs."""
+    n, cin, i, j, k = inp.shape
+    cout = transp.out_channels
+    rows = inp.permute(0, 2, 3, 4, 1).reshape(-1, cin)
+    weight = transp.weight.detach().permute(0, 2, 3, 4, 1).reshape(cin, 8 * cout)
+    y = torch.mm(rows, weight).view(n, i, j, k, 2, 2, 2, cout)
+    if transp.bias is not None:
+        y += transp.bias.detach()
+    dest = target.permute(0, 2, 3, 4, 1).view(n, i, 2, j, 2, k, 2, -1)
+    dest.copy_(y.permute(0, 1, 4, 2, 5, 3, 6, 7))
+
+
+def streamline_unetr(net: nn.Module) -> nn.Module:
+    """``net`` wrapped in :class:`StreamlinedUNETR` when it is a UNETR whose last up-block has
+    a kernel-2 stride-2 transposed convolution; otherwise ``net`` unchanged."""
+    from monai.networks.nets import UNETR
+
+    from .models import PatchUNETR
+
+    if isinstance(net, UNETR):
+        parts = (
+            net.vit,
+            net.encoder1,
+            [net.encoder2, net.encoder3, net.encoder4],
+            [3, 6, 9],
+            [net.decoder5, net.decoder4, net.decoder3, net.decoder2],
+        )
+    elif isinstance(net, PatchUNETR):
+        parts = (net.vit, net.encoder1, net.encoders, net.skip_layers, net.decoders)
+    else:
+        return net
+    transp = [m for m in parts[4][-1].transp_conv.modules() if isinstance(m, nn.ConvTranspose3d)]
+    if (
+        len(transp) != 1
+        or tuple(transp[0].kernel_size) != (2, 2, 2)
+        or tuple(transp[0].stride) != (2, 2, 2)
+        or tuple(transp[0].padding) != (0, 0, 0)
+        or tuple(transp[0].output_padding) != (0, 0, 0)
+        or transp[0].groups != 1
+    ):
+        return net
+    return StreamlinedUNETR(net, *parts, net.proj_feat, net.out)
+
+
 def fuse_one_channel_blocks(module: nn.Module) -> int:
     """Replace every ``UnetResBlock`` on a one-channel input by :class:`OneChannelResBlock`.
 
@@ -499,6 +584,8 @@ def prepare_network(
     if channels_last:
         if settings.fast_norm and settings.fuse_blocks:
             log.debug("%d one-channel residual blocks fused", fuse_one_channel_blocks(net))
+        if settings.fuse_blocks:
+            net = streamline_unetr(net)
         net.to(memory_format=torch.channels_last_3d)
         if torch.backends.mkldnn.is_available():
             log.debug("%d convolutions routed to oneDNN", route_convolutions_to_onednn(net))
