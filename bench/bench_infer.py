@@ -15,11 +15,13 @@ logits, so float rounding differences flip a few voxels; trained weights flip fe
 "plain, 1 thread" (not run by default) shows MONAI's own noise floor and how much of a 2-thread
 run's time goes to the two threads waiting for each other on a busy machine.
 
-Methods: "streamed, network as is" isolates the streaming (no network changes, one worker);
-"streamed, 1 worker" adds the network changes of ``thighct.infer.prepare_network`` (2 torch
-threads on one window: least memory); "streamed, 2 workers" runs two windows at once, one
-thread each (fastest; a second window's activations). Timings on a shared machine vary with
-its load (printed); compare methods within one run.
+Methods: "streamed, network as is" isolates the streaming (no network changes, one worker,
+memory returned to the system as usual); "streamed, 1 worker" adds the network changes of
+``thighct.infer.prepare_network`` and the reuse of freed memory of
+``thighct.infer.reuse_freed_memory`` (2 torch threads on one window: least memory);
+"streamed, 2 workers" runs two windows at once, one thread each (fastest; a second window's
+activations). Timings on a shared machine vary with its load (printed); compare methods
+within one run.
 
     python bench/bench_infer.py [--threads 2] [--repeat 2] [--shape 300 133 225] [--net paper]
     python bench/bench_infer.py --net tiny --shape 120 60 90      # quick check (seconds)
@@ -78,6 +80,8 @@ METHODS = {
         "channels_last": False,
         "fast_norm": False,
         "split_head": False,
+        "fuse_blocks": False,
+        "reuse_memory": False,
         "workers": 1,
     },
     "streamed, 1 worker": {"sw_batch_size": 1, "workers": 1},
@@ -144,6 +148,8 @@ def worker(args) -> None:
         def run():
             return infer.predict_labels(image, seg, roi, settings)
 
+    if not plain and settings.reuse_memory:
+        infer.reuse_freed_memory()
     before = rss_now_mb()
     c0, t0 = time.process_time(), time.perf_counter()
     labels = run()

@@ -396,3 +396,22 @@ def test_the_fused_one_channel_residual_block_computes_monais_block():
         assert isinstance(holder[0], infer.OneChannelResBlock)
         got = holder(x.contiguous(memory_format=torch.channels_last_3d))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_freed_memory_is_kept_for_reuse_in_its_own_process():
+    """Process-global (glibc mallopt), so checked in a child process: the call succeeds and
+    large tensors are still allocated, freed and reused."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from thighct import infer\n"
+        "assert infer.reuse_freed_memory()\n"
+        "for _ in range(3):\n"
+        "    a = torch.ones(64 << 20, dtype=torch.uint8)\n"
+        "    assert int(a.sum()) == 64 << 20\n"
+        "    del a\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -24,6 +24,8 @@ with logged(snakemake.log[0]) as log:
     net, meta = load_model(snakemake.input.model, labels, device, net_cfg=snakemake.params.network)
     roi = network_roi(meta["network"])
     segmenter = infer.prepare_network(net, labels.n_classes, device, settings)
+    if settings.reuse_memory and device.type == "cpu":
+        infer.reuse_freed_memory()
     post = infer.PostprocessSettings.from_config(snakemake.params.postprocess)
     body = PreprocessSettings.from_config(snakemake.params.postprocess["body"])
     log.info(
