@@ -19,12 +19,15 @@ the features (16 channels for the paper's UNETR instead of 30 logits) and one we
 channel, and the layer runs once per voxel when it is finalised instead of once per window.
 
 The network itself runs under ``torch.inference_mode`` in batches of ``sw_batch_size``
-windows. :func:`prepare_network` makes two result-preserving changes for CPU speed:
+windows. :func:`prepare_network` makes result-preserving changes for CPU speed:
 channels-last memory layout with every 3-D convolution computed by oneDNN (PyTorch would send
-single-window batches and single-channel inputs to a slower generic path), and instance norm
-computed as group norm with one group per channel (the same normalisation; PyTorch's
-instance norm runs through batch norm on a reshaped copy, which in channels-last costs two
-extra full-size copies per layer). On CPU, ``workers`` batches of windows can run at once in
+single-window batches and single-channel inputs to a slower generic path); instance norm
+computed in place from a row sum and a Gram diagonal (PyTorch's instance norm runs through
+batch norm on a reshaped copy, and ``var_mean`` over a channels-last tensor is a strided
+reduction); UNETR's one-channel residual block as a rank-one update
+(:class:`OneChannelResBlock`); and UNETR's last up-block assembled in place
+(:class:`StreamlinedUNETR`). The predict job also keeps freed memory for the next window
+(:func:`reuse_freed_memory`). On CPU, ``workers`` batches of windows can run at once in
 threads, each with its share of the cores; their sums are still added in window order.
 
 Arrays are indexed ``(x, y, z)`` (nibabel voxel order) on the grid of the preprocessed image;
@@ -71,7 +74,8 @@ class InferSettings:
         them to the system (:func:`reuse_freed_memory`; the predict job's process only).
     workers: batches of windows computed at once on CPU, each with ``threads // workers``
         torch threads (:func:`use_cpu_threads`). Two single-threaded windows on two cores avoid the
-        per-operation synchronisation of two threads sharing one window.
+        per-operation synchronisation of two threads sharing one window, at a second window's
+        memory; with ``reuse_memory`` one window on two threads is as fast.
     """
 
     overlap: float = 0.25
@@ -85,7 +89,7 @@ class InferSettings:
     split_head: bool = True
     fuse_blocks: bool = True
     reuse_memory: bool = True
-    workers: int = 2
+    workers: int = 1
 
     @classmethod
     def from_config(cls, section: Mapping) -> InferSettings:
