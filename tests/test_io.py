@@ -124,6 +124,22 @@ def test_nifti_round_trip_keeps_int16_values_and_affine(tmp_path):
     assert array2 is volume.array
 
 
+def test_the_grid_from_the_header_is_the_loaded_volumes_grid(tmp_path):
+    affine = np.diag([-0.8, 0.9, 2.5, 1.0])
+    affine[:3, 3] = [100.0, -20.0, 30.0]
+    io.save_nifti(tmp_path / "a.nii.gz", np.zeros((4, 5, 6), np.int16), affine, np.int16)
+    shape, grid_affine = io.nifti_grid(tmp_path / "a.nii.gz")
+    volume = io.load_nifti(tmp_path / "a.nii.gz")
+    assert shape == volume.array.shape == (4, 5, 6)
+    np.testing.assert_array_equal(grid_affine, volume.affine)
+    with pytest.raises(ThighctError, match="not found") as err:
+        io.nifti_grid(tmp_path / "nope.nii.gz", subject="S009")
+    assert "S009" in str(err.value)
+    (tmp_path / "b.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(ThighctError, match="NIfTI header"):
+        io.nifti_grid(tmp_path / "b.nii.gz")
+
+
 def test_saving_leaves_no_temporary_file_and_refuses_values_out_of_range(tmp_path):
     io.save_nifti(tmp_path / "ok.nii.gz", np.ones((2, 2, 2)), np.eye(4), np.uint8)
     with pytest.raises(ValueError, match="do not fit"):

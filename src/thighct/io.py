@@ -211,6 +211,40 @@ def load_nifti(
     return Volume(array=array, affine=affine, source=str(path))
 
 
+def nifti_grid(
+    path: str | Path, *, subject: str | None = None
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of a NIfTI file from its header alone (no voxel data is read).
+
+    For checks that need only the grid; :func:`load_nifti` reads (and so verifies) the data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ThighctError(
+            "image file not found",
+            subject=subject,
+            path=path,
+            fix="check the path in the cohort table (image/label columns)",
+        )
+    try:
+        img = nib.load(str(path))
+        return tuple(int(n) for n in img.shape), img.affine.copy()
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+    ) as exc:
+        raise ThighctError(
+            f"cannot read the NIfTI header ({type(exc).__name__}: {exc}); it is not a NIfTI",
+            subject=subject,
+            path=path,
+            fix="copy or export the file again (check its size against the source)",
+        ) from exc
+
+
 def save_nifti(
     path: str | Path,
     array: np.ndarray,

@@ -34,9 +34,7 @@ with logged(snakemake.log[0]) as log:
     rows = []
     for i, subject in enumerate(snakemake.params.subjects):
         t0 = time.perf_counter()
-        ingested = io.load_nifti(snakemake.input.ingested[i], subject=subject)
-        shape, affine = ingested.shape, ingested.affine
-        del ingested
+        shape, affine = io.nifti_grid(snakemake.input.ingested[i], subject=subject)
         transform = io.load_json(snakemake.input.transforms[i])
         infer.check_native_grid(
             transform, shape, affine, subject=subject, path=snakemake.input.transforms[i]
@@ -48,7 +46,7 @@ with logged(snakemake.log[0]) as log:
         infer.synchronise(device)
         t2 = time.perf_counter()
         del image
-        # The scan's HU only now: it never shares memory with the network's windows.
+        # The scan's HU (read once, only now: never beside the network's windows).
         hu = io.load_nifti(snakemake.input.ingested[i], subject=subject).array
         cleared = infer.postprocess_labels(native, hu, affine, body, post)
         del hu
