@@ -160,6 +160,38 @@ def _json_default(value):
 
 
 # ------------------------------------------------------------------------------------- NIfTI
+#: What nibabel raises on a missing, truncated or foreign file.
+_NIFTI_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+)
+
+
+def _existing(path: str | Path, subject: str | None) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ThighctError(
+            "image file not found",
+            subject=subject,
+            path=path,
+            fix="check the path in the cohort table (image/label columns)",
+        )
+    return path
+
+
+def _unreadable(exc: Exception, path: Path, subject: str | None, what: str) -> ThighctError:
+    return ThighctError(
+        f"cannot read the NIfTI {what} ({type(exc).__name__}: {exc}); it is truncated or not a NIfTI",
+        subject=subject,
+        path=path,
+        fix="copy or export the file again (check its size against the source)",
+    )
+
+
 def load_nifti(
     path: str | Path,
     *,
@@ -172,33 +204,14 @@ def load_nifti(
     (then it is float). With ``canonical=True`` the axes are reordered to RAS+ (``to_canonical``).
     A missing, unreadable or truncated file raises ``ThighctError`` naming ``subject`` and path.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ThighctError(
-            "image file not found",
-            subject=subject,
-            path=path,
-            fix="check the path in the cohort table (image/label columns)",
-        )
+    path = _existing(path, subject)
     try:
         img = nib.load(str(path))
         # Reading the data here (not lazily) is what detects a truncated or corrupt file.
         array = np.asanyarray(img.dataobj)
         affine = img.affine.copy()
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        nib.filebasedimages.ImageFileError,
-        nib.spatialimages.HeaderDataError,
-    ) as exc:
-        raise ThighctError(
-            f"cannot read the NIfTI file ({type(exc).__name__}: {exc}); it is truncated or not a NIfTI",
-            subject=subject,
-            path=path,
-            fix="copy or export the file again (check its size against the source)",
-        ) from exc
+    except _NIFTI_ERRORS as exc:
+        raise _unreadable(exc, path, subject, "file") from exc
     if not np.all(np.isfinite(affine)):
         raise ThighctError(
             "the NIfTI header has no valid affine (qform/sform)",
@@ -218,31 +231,12 @@ def nifti_grid(
 
     For checks that need only the grid; :func:`load_nifti` reads (and so verifies) the data.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ThighctError(
-            "image file not found",
-            subject=subject,
-            path=path,
-            fix="check the path in the cohort table (image/label columns)",
-        )
+    path = _existing(path, subject)
     try:
         img = nib.load(str(path))
         return tuple(int(n) for n in img.shape), img.affine.copy()
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        nib.filebasedimages.ImageFileError,
-        nib.spatialimages.HeaderDataError,
-    ) as exc:
-        raise ThighctError(
-            f"cannot read the NIfTI header ({type(exc).__name__}: {exc}); it is not a NIfTI",
-            subject=subject,
-            path=path,
-            fix="copy or export the file again (check its size against the source)",
-        ) from exc
+    except _NIFTI_ERRORS as exc:
+        raise _unreadable(exc, path, subject, "header") from exc
 
 
 def save_nifti(
