@@ -328,13 +328,17 @@ class StreamlinedUNETR(nn.Module):
     float rounding; one full-resolution tensor less at the peak and one copy less.
     """
 
-    def __init__(self, net: nn.Module, vit, encoder1, skips, layers, decoders, proj_feat, out):
+    def __init__(
+        self, net: nn.Module, vit, encoder1, skips, layers, decoders, proj_feat, out, transp
+    ):
         super().__init__()
         self.net = net
         self._parts = (vit, encoder1, list(skips), list(layers), list(decoders), proj_feat, out)
+        self._transp = transp  # the last up-block's transposed convolution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         vit, encoder1, skips, layers, decoders, proj_feat, head = self._parts
+        transp = self._transp
         feats, hidden = vit(x)
         lows = [enc(proj_feat(hidden[layer])) for enc, layer in zip(skips, layers, strict=True)]
         del hidden
@@ -344,7 +348,6 @@ class StreamlinedUNETR(nn.Module):
             out = dec(out, skip)
         del lows
         last = decoders[-1]
-        transp = next(m for m in last.transp_conv.modules() if isinstance(m, nn.ConvTranspose3d))
         n, _, *size = x.shape
         c = transp.out_channels
         cat = torch.empty(
@@ -402,7 +405,7 @@ def streamline_unetr(net: nn.Module) -> nn.Module:
         or transp[0].groups != 1
     ):
         return net
-    return StreamlinedUNETR(net, *parts, net.proj_feat, net.out)
+    return StreamlinedUNETR(net, *parts, net.proj_feat, net.out, transp[0])
 
 
 def fuse_one_channel_blocks(module: nn.Module) -> int:
