@@ -36,6 +36,7 @@ Arrays are indexed ``(x, y, z)`` (nibabel voxel order) on the grid of the prepro
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -76,6 +77,12 @@ class InferSettings:
         torch threads (:func:`use_cpu_threads`). Two single-threaded windows on two cores avoid the
         per-operation synchronisation of two threads sharing one window, at a second window's
         memory; with ``reuse_memory`` one window on two threads is as fast.
+    mirror_axes: test-time mirroring: the network also sees each window mirrored along these
+        image axes (0 = x, left-right; 1 = y; 2 = z), one pass per non-empty combination, and
+        the outputs, mirrored back, are averaged (nnU-Net's mirroring, on chosen axes). Costs
+        ``2 ** len(mirror_axes)`` network passes per window. Only axes along which the anatomy
+        is (nearly) symmetric make sense for a network trained without mirroring: x swaps the
+        legs, whose labels carry no side.
     """
 
     overlap: float = 0.25
@@ -90,12 +97,16 @@ class InferSettings:
     fuse_blocks: bool = True
     reuse_memory: bool = True
     workers: int = 1
+    mirror_axes: tuple[int, ...] = ()
 
     @classmethod
     def from_config(cls, section: Mapping) -> InferSettings:
         """Build from the config's ``infer:`` mapping (missing keys take the defaults)."""
         known = asdict(cls())
-        settings = cls(**{k: section[k] for k in known if k in section})
+        values = {k: section[k] for k in known if k in section}
+        if "mirror_axes" in values:
+            values["mirror_axes"] = tuple(values["mirror_axes"] or ())
+        settings = cls(**values)
         settings.check()
         return settings
 
@@ -110,6 +121,11 @@ class InferSettings:
             raise ValueError(f"infer.workers must be >= 1, got {self.workers}")
         if self.device not in DEVICES:
             raise ValueError(f"infer.device must be one of {DEVICES}, got {self.device!r}")
+        axes = list(self.mirror_axes)
+        if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+            raise ValueError(
+                f"infer.mirror_axes must list distinct image axes 0, 1 or 2, got {axes}"
+            )
 
 
 # ----------------------------------------------------------------------------- windows
@@ -807,13 +823,38 @@ def sliding_window_labels(
     return labels[crop]
 
 
+def mirrored(predictor: Callable[[torch.Tensor], torch.Tensor], axes: Sequence[int]):
+    """``predictor`` averaged over the window and its mirror images along image ``axes``.
+
+    Windows are ``(batch, channels, x, y, z)``; every non-empty subset of ``axes`` is one more
+    pass, its output mirrored back before the sum (so the result is aligned with the input).
+    Outputs are linear in the average, so features before a split head may be averaged too.
+    """
+    axes = tuple(int(a) for a in axes)
+    if not axes:
+        return predictor
+    flips = [
+        tuple(a + 2 for a, on in zip(axes, bits, strict=True) if on)
+        for bits in itertools.product((False, True), repeat=len(axes))
+    ][1:]
+
+    def run(windows: torch.Tensor) -> torch.Tensor:
+        total = predictor(windows)
+        for dims in flips:
+            # torch.flip keeps the input's memory layout (channels-last stays channels-last).
+            total.add_(torch.flip(predictor(torch.flip(windows, dims)), dims))
+        return total.mul_(1.0 / (len(flips) + 1))
+
+    return run
+
+
 def predict_labels(
     image: np.ndarray, segmenter: Segmenter, roi: Sequence[int], settings: InferSettings
 ) -> np.ndarray:
     """Labels (uint8 class ids, ``(x, y, z)``) of a preprocessed image by a prepared network."""
     return sliding_window_labels(
         image,
-        segmenter.trunk,
+        mirrored(segmenter.trunk, settings.mirror_axes),
         roi,
         segmenter.n_classes,
         overlap=settings.overlap,
