@@ -232,9 +232,7 @@ def test_mirrored_predictor_averages_the_window_and_its_mirror_images():
     assert infer.mirrored(conv, ()) is conv
     with torch.inference_mode():
         got = infer.mirrored(conv, (0, 2))(x)
-        expected = sum(
-            torch.flip(conv(torch.flip(x, d)), d) for d in [(), (2,), (4,), (2, 4)]
-        ) / 4
+        expected = sum(torch.flip(conv(torch.flip(x, d)), d) for d in [(), (2,), (4,), (2, 4)]) / 4
         plain = conv(x)
         # Averaged over the mirror images, the output mirrors with its input.
         for d in [(2,), (4,)]:
