@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage
+from scipy import ndimage, stats
 from scipy.spatial.distance import cdist
 
 from thighct import metrics as M
@@ -250,6 +250,23 @@ def test_summary_leaves_absent_classes_out_and_counts_misses():
     assert s["dice_mean"] == pytest.approx((0.9 + 0.0 + 0.8) / 3)
     assert s["assd_mm_mean"] == pytest.approx(1.5)
     assert s["vc"] == pytest.approx(np.corrcoef([100, 0, 200], [110, 50, 190])[0, 1])
+    # Two subjects with both volumes: too few for a slope.
+    assert math.isnan(s["volume_slope"])
+
+
+def test_volume_slope_is_one_for_proportional_volumes_and_shows_shrinkage():
+    true = np.array([80.0, 100.0, 130.0, 170.0, 220.0])
+    assert M.volume_slope(0.9 * true, true) == pytest.approx(1.0)
+    # Larger structures drawn relatively smaller: pred = true ** 0.8 (times a constant).
+    assert M.volume_slope(5.0 * true**0.8, true) == pytest.approx(0.8)
+    # scipy's regression of the logs on the same pairs; a missed subject is left out.
+    pred = np.array([70.0, 0.0, 120.0, 150.0, 210.0])
+    keep = pred > 0
+    expected = stats.linregress(np.log(true[keep]), np.log(pred[keep])).slope
+    assert M.volume_slope(pred, true) == pytest.approx(expected)
+    assert math.isnan(M.volume_slope(true, np.full(5, 100.0)))
+    # VC cannot see it: shrunken volumes still correlate almost perfectly.
+    assert M.pearson_r(5.0 * true**0.8, true) > 0.99
 
 
 # --------------------------------------------------------------- agreement with MONAI/MedPy

@@ -394,6 +394,24 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     return math.nan if denom == 0 else float((dx * dy).sum() / denom)
 
 
+def volume_slope(pred: np.ndarray, true: np.ndarray) -> float:
+    """Slope of log predicted on log true volume (OLS) over pairs with both volumes > 0.
+
+    1 means volumes in proportion; below 1, larger structures are drawn relatively smaller
+    (and smaller ones larger), which pulls any group comparison of volumes toward zero even
+    where the volume correlation is high. NaN with fewer than ``VC_MIN_SUBJECTS`` pairs or
+    constant true volumes.
+    """
+    pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    keep = (pred > 0) & (true > 0)
+    if keep.sum() < VC_MIN_SUBJECTS:
+        return math.nan
+    x, y = np.log(true[keep]), np.log(pred[keep])
+    dx = x - x.mean()
+    sxx = float((dx * dx).sum())
+    return math.nan if sxx == 0 else float((dx * (y - y.mean())).sum() / sxx)
+
+
 def is_miss(per_subject: pd.DataFrame) -> pd.Series:
     """Rows where the class is present in exactly one of prediction and ground truth."""
     return (per_subject["volume_pred_mm3"] > 0) != (per_subject["volume_true_mm3"] > 0)
@@ -405,7 +423,8 @@ def summarise_metrics(per_subject: pd.DataFrame) -> pd.DataFrame:
     ``per_subject`` has one row per (subject, class) as written by the ``evaluate`` rule.
     ``n_subjects`` counts subjects where the class is present in P or G; ``misses`` those where
     it is present in only one; ``vc`` is the Pearson r of predicted against true volumes over
-    the subjects where the class is present in P or G.
+    the subjects where the class is present in P or G, ``volume_slope`` the log-log slope of
+    predicted on true volume (:func:`volume_slope`).
     """
     rows = []
     for (cid, name), grp in per_subject.groupby(["class_id", "class"], sort=True):
@@ -417,6 +436,7 @@ def summarise_metrics(per_subject: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
         row["misses"] = int(is_miss(present).sum())
         row["vc"] = pearson_r(present["volume_pred_mm3"], present["volume_true_mm3"])
+        row["volume_slope"] = volume_slope(present["volume_pred_mm3"], present["volume_true_mm3"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -426,6 +446,7 @@ SUMMARY_DEFINITIONS = {
     "n_subjects": "subjects where the class is present in the prediction or the ground truth",
     "misses": "subjects where the class is present in only one of prediction and ground truth (dice 0, distances NaN)",
     "vc": f"volume correlation: Pearson r between predicted and true volumes across the n_subjects subjects (NaN below {VC_MIN_SUBJECTS})",
+    "volume_slope": f"OLS slope of log predicted on log true volume across the subjects with both > 0 (1: proportional; below 1: larger structures drawn relatively smaller; NaN below {VC_MIN_SUBJECTS})",
 }
 
 
