@@ -94,6 +94,8 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
         intensity_prob=1.0,
         intensity_shift=0.1,
         intensity_scale=0.1,
+        scale_prob=0.5,
+        scale_range=0.15,
     )
 
     whole = train.train_model(
@@ -211,6 +213,33 @@ def test_epochs_must_be_resolved_to_a_count_for_the_model():
     with pytest.raises(train.ThighctError, match="positive count"):
         train.TrainSettings.from_config({**TINY["train"], "epochs": None})
     assert train.TrainSettings.from_config({**TINY["train"], "epochs": 3}).epochs == 3
+
+
+def test_scale_augmentation_zooms_image_and_label_together_by_a_seeded_factor():
+    n, size, side = 4, 24, 8
+    labels = torch.zeros(n, 1, size, size, size, dtype=torch.long)
+    lo = (size - side) // 2
+    labels[:, :, lo : lo + side, lo : lo + side, lo : lo + side] = 3
+    images = labels.float() / 3
+    off = train.TrainSettings(epochs=1)
+    assert train.augment_scale(images, labels, off) == (images, labels)
+    on = train.TrainSettings(epochs=1, scale_prob=1.0, scale_range=0.3)
+    torch.manual_seed(7)
+    out_images, out_labels = train.augment_scale(images, labels, on)
+    torch.manual_seed(7)
+    factors = 1.0 + (2 * torch.rand(2, n)[1] - 1) * 0.3
+    torch.manual_seed(7)
+    again = train.augment_scale(images, labels, on)
+    assert torch.equal(again[0], out_images) and torch.equal(again[1], out_labels)
+    assert out_labels.dtype == torch.long and set(out_labels.unique().tolist()) <= {0, 3}
+    for k in range(n):
+        # The cube's edge scales with the factor (nearest neighbour: within a voxel).
+        edge = (out_labels[k, 0] == 3).any(dim=(1, 2)).sum().item()
+        assert abs(edge - side * factors[k].item()) <= 1.0, (edge, factors[k])
+        # The image moves with its label: the bright voxels are the labelled ones.
+        bright = out_images[k, 0] > 0.5
+        assert (bright == (out_labels[k, 0] == 3)).float().mean() > 0.98
+    assert not torch.equal(out_labels, labels)
 
 
 def test_intensity_augmentation_is_a_seeded_affine_change_per_crop():

@@ -81,6 +81,8 @@ class TrainSettings:
     intensity_prob: float = 0.0
     intensity_shift: float = 0.0
     intensity_scale: float = 0.0
+    scale_prob: float = 0.0
+    scale_range: float = 0.0
     val_every: int = 5
     val_overlap: float = 0.25
     sw_batch_size: int = 4
@@ -295,6 +297,41 @@ def augment_intensity(images: torch.Tensor, settings: TrainSettings) -> torch.Te
     scale = 1.0 + (2 * draws[1] - 1) * settings.intensity_scale * on
     shift = (2 * draws[2] - 1) * settings.intensity_shift * on
     return images * scale.view(shape).to(images.device) + shift.view(shape).to(images.device)
+
+
+def augment_scale(
+    images: torch.Tensor, targets: torch.Tensor, settings: TrainSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random zoom per crop about its centre: by ``1 + u`` with ``u`` uniform in
+    +-``scale_range``, with probability ``scale_prob`` (nnU-Net scales 0.7..1.4).
+
+    Images are resampled trilinearly and labels by nearest neighbour; a crop zoomed out is
+    padded with 0 (the bottom of the HU window) and background. Drawn from torch's generator
+    like :func:`augment_intensity`, so runs and resumes repeat exactly.
+
+    Why: a network that sees every structure only at the sizes of the training subjects can
+    tie its boundaries to those sizes, and a volume study compares exactly the subjects whose
+    muscles are larger or smaller.
+    """
+    if settings.scale_prob <= 0 or settings.scale_range <= 0:
+        return images, targets
+    n = images.shape[0]
+    draws = torch.rand(2, n)
+    on = (draws[0] < settings.scale_prob).float()
+    factor = 1.0 + (2 * draws[1] - 1) * settings.scale_range * on
+    theta = torch.zeros(n, 3, 4)
+    for axis in range(3):
+        theta[:, axis, axis] = 1.0 / factor  # output point p samples the input at p / factor
+    grid = torch.nn.functional.affine_grid(
+        theta.to(images.device), list(images.shape), align_corners=False
+    )
+    images = torch.nn.functional.grid_sample(
+        images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    targets = torch.nn.functional.grid_sample(
+        targets.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    ).long()
+    return images, targets
 
 
 def epoch_batches(n_images: int, batch_size: int, order_seed: int) -> list[list[int]]:
@@ -578,6 +615,7 @@ def train_model(
             crops = [c for i in batch for c in dataset[i]]
             images, targets = crops_to_batch(crops, dev)
             images = augment_intensity(images, settings)
+            images, targets = augment_scale(images, targets, settings)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(dev.type, enabled=_amp_on(settings, dev)):
                 loss = loss_fn(net(images), targets)
