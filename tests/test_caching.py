@@ -106,6 +106,22 @@ def test_a_preprocessing_change_reruns_preprocessing_and_below_but_not_the_cohor
     assert not any(r.startswith("synthetic") for r in planned), planned
 
 
+def test_one_models_window_settings_rerun_only_that_models_predictions_and_below(
+    tiny_run, tmp_path
+):
+    overlap = override(tmp_path, "overlap", {"infer": {"by_model": {"unet": {"overlap": 0.75}}}})
+    jobs = planned_jobs(tiny_run, configs=[overlap])
+    planned = rules_of(jobs)
+    predicted = {r for r in planned if r.startswith("predict_")}
+    assert predicted and all(r.startswith("predict_unet_") for r in predicted), predicted
+    assert not {"train"} & planned and not any(r.startswith("preprocess") for r in planned)
+    for job in jobs:
+        if job["rule"].startswith("predict_"):
+            assert job["reason"].startswith("Params have changed"), job
+        else:
+            assert "Input files updated by another job" in job["reason"], job
+
+
 @pytest.mark.parametrize("module", ["plots/style", "preprocess"])
 def test_editing_a_library_module_reruns_the_rules_that_use_it(tiny_run, module):
     path = REPO / "src" / "thighct" / f"{module}.py"

@@ -96,6 +96,7 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
         intensity_scale=0.1,
         scale_prob=0.5,
         scale_range=0.15,
+        flip_prob=0.5,
     )
 
     whole = train.train_model(
@@ -154,6 +155,9 @@ def test_training_on_small_phantoms_learns(tmp_path):
         lr_schedule="cosine",
         crops_per_image=2,
         batch_size=2,
+        # The sectors of these phantoms are not mirror-symmetric, so mirrored crops are new
+        # layouts to learn; 12 epochs measure learning, not that.
+        flip_prob=0.0,
     )
     result = train.train_model("unet", net_cfg, cfg, labels, phantoms(6, 5), phantoms(2, 6), seed=3)
     dice = result.log["val_dice"].tolist()
@@ -240,6 +244,34 @@ def test_scale_augmentation_zooms_image_and_label_together_by_a_seeded_factor():
         bright = out_images[k, 0] > 0.5
         assert (bright == (out_labels[k, 0] == 3)).float().mean() > 0.98
     assert not torch.equal(out_labels, labels)
+
+
+def test_flip_augmentation_mirrors_image_and_label_together_per_crop():
+    n = 8
+    images = torch.rand(n, 1, 5, 4, 3)
+    labels = torch.randint(0, 4, (n, 1, 5, 4, 3))
+    before = images.clone(), labels.clone()
+    off = train.TrainSettings(epochs=1)
+    assert train.augment_flip(images, labels, off) == (images, labels)
+    on = train.TrainSettings(epochs=1, flip_prob=0.5, flip_axes=(0, 2))
+    torch.manual_seed(3)
+    out_images, out_labels = train.augment_flip(images, labels, on)
+    torch.manual_seed(3)
+    draws = torch.rand(2, n) < 0.5
+    torch.manual_seed(3)
+    again = train.augment_flip(images, labels, on)
+    assert torch.equal(again[0], out_images) and torch.equal(again[1], out_labels)
+    seen = set()
+    for k in range(n):
+        # Crop axes (x, y, z) are tensor dims 1..3 of a (1, x, y, z) crop.
+        dims = [1 + a for a, flip in zip((0, 2), draws[:, k].tolist(), strict=True) if flip]
+        seen.add(tuple(dims))
+        want_image = torch.flip(images[k], dims) if dims else images[k]
+        want_label = torch.flip(labels[k], dims) if dims else labels[k]
+        assert torch.equal(out_images[k], want_image) and torch.equal(out_labels[k], want_label)
+    assert len(seen) > 1  # some crops mirrored, some not (seed 3)
+    # The input batch is left as it was.
+    assert torch.equal(images, before[0]) and torch.equal(labels, before[1])
 
 
 def test_intensity_augmentation_is_a_seeded_affine_change_per_crop():

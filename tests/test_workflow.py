@@ -38,6 +38,16 @@ def test_bad_config_value_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_window_settings_for_an_unknown_network_stop_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("infer:\n  by_model:\n    unet3: {overlap: 0.5}\n")
+    proc = run_snakemake(tmp_path, "--cores", "1", "-n", configfiles=[bad], check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "infer.by_model" in text and "unet3" in text and "networks" in text
+    assert not (tmp_path / "results").exists()
+
+
 def test_bad_cohort_table_lists_every_problem_before_any_job(tmp_path):
     rows = [
         "subject_id\tsex\tage\theight_cm\tweight_kg\tsmi\tstable_condition\tct_contraindication\t"

@@ -83,6 +83,8 @@ class TrainSettings:
     intensity_scale: float = 0.0
     scale_prob: float = 0.0
     scale_range: float = 0.0
+    flip_prob: float = 0.0
+    flip_axes: tuple = (0,)
     val_every: int = 5
     val_overlap: float = 0.25
     sw_batch_size: int = 4
@@ -331,6 +333,32 @@ def augment_scale(
     targets = torch.nn.functional.grid_sample(
         targets.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
     ).long()
+    return images, targets
+
+
+def augment_flip(
+    images: torch.Tensor, targets: torch.Tensor, settings: TrainSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random mirroring per crop: along each axis of ``flip_axes`` (0 = x, left-right in RAS)
+    with probability ``flip_prob``, image and label together. Drawn from torch's generator like
+    :func:`augment_intensity`, so runs and resumes repeat exactly.
+
+    Why: the classes have no side (left and right muscles share an id; volumes are split by
+    the body midline afterwards), so a mirrored crop is a valid body, and the network sees each
+    structure from both sides (nnU-Net mirrors along every axis by default).
+    """
+    if settings.flip_prob <= 0 or not settings.flip_axes:
+        return images, targets
+    n = images.shape[0]
+    draws = torch.rand(len(settings.flip_axes), n) < settings.flip_prob
+    if not bool(draws.any()):
+        return images, targets
+    images, targets = images.clone(), targets.clone()
+    for i in range(n):
+        dims = [2 + int(a) for a, on in zip(settings.flip_axes, draws[:, i], strict=True) if on]
+        if dims:
+            images[i] = torch.flip(images[i], [d - 1 for d in dims])
+            targets[i] = torch.flip(targets[i], [d - 1 for d in dims])
     return images, targets
 
 
@@ -616,6 +644,7 @@ def train_model(
             images, targets = crops_to_batch(crops, dev)
             images = augment_intensity(images, settings)
             images, targets = augment_scale(images, targets, settings)
+            images, targets = augment_flip(images, targets, settings)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(dev.type, enabled=_amp_on(settings, dev)):
                 loss = loss_fn(net(images), targets)

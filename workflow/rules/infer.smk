@@ -3,11 +3,24 @@
 # IMAT share, side) from predictions and manual labels; Fig 6 (ground truth vs predictions).
 
 INFER_CFG = config["infer"]
-# The settings the predict scripts run with (figure and resources are for other rules).
-INFER_RUN = {
+# The settings the predict scripts run with (figure and resources are for other rules), with
+# each model's own window settings (infer.by_model) merged over the shared ones.
+INFER_SHARED = {
     k: v
     for k, v in INFER_CFG.items()
-    if k not in ("figure", "resources", "postprocess")
+    if k not in ("figure", "resources", "postprocess", "by_model")
+}
+INFER_BY_MODEL = INFER_CFG.get("by_model", {})
+if set(INFER_BY_MODEL) - set(config["networks"]):
+    _fail(
+        ThighctError(
+            f"infer.by_model names {sorted(set(INFER_BY_MODEL) - set(config['networks']))}, "
+            f"which are not networks (networks: {sorted(config['networks'])})",
+            fix="key infer.by_model by the names under `networks`, or remove the entry",
+        )
+    )
+INFER_RUN = {
+    model: {**INFER_SHARED, **INFER_BY_MODEL.get(model, {})} for model in MODELS
 }
 # The midline uses the pre-processing's body mask (threshold, opening, components).
 BODY_KEYS = [
@@ -65,7 +78,7 @@ for _model in MODELS:
                 runtime=INFER_CFG["resources"]["runtime"] * len(_members),
             params:
                 subjects=_members,
-                infer=INFER_RUN,
+                infer=INFER_RUN[_model],
                 postprocess=POSTPROCESS_PARAMS,
                 network=config["networks"][_model],
             script:
@@ -104,7 +117,7 @@ for _model in MODELS:
                 runtime=INFER_CFG["resources"]["runtime"] * max(len(_held_out), 1),
             params:
                 subjects=_held_out,
-                infer=INFER_RUN,
+                infer=INFER_RUN[_model],
                 postprocess=POSTPROCESS_PARAMS,
                 network=config["networks"][_model],
             script:
