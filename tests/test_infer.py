@@ -110,9 +110,26 @@ def test_prepared_unetr_gives_monais_labels(mode):
     assert seg.head is not None and seg.channels_last
     assert isinstance(seg.trunk, infer.StreamlinedUNETR)
     assert isinstance(seg.trunk.net.encoder1.layer, infer.OneChannelResBlock)
+    assert isinstance(seg.trunk.net.vit.blocks[0].mlp.linear1, infer.OneDNNLinear)
     got = infer.predict_labels(image, seg, (16, 16, 16), settings)
     # Float rounding differs (other kernels, other summation order): near-ties may flip.
     assert (got == expected).mean() >= 0.999
+
+
+def test_a_linear_layer_routed_to_onednn_computes_the_same_product():
+    torch.manual_seed(0)
+    for bias in (True, False):
+        linear = nn.Linear(48, 20, bias=bias).eval()
+        routed = infer.OneDNNLinear(linear)
+        # (tokens, features), (batch, tokens, features) and a transposed (strided) input.
+        for x in (torch.randn(7, 48), torch.randn(2, 9, 48), torch.randn(48, 9).t()[None]):
+            with torch.inference_mode():
+                want, got = linear(x), routed(x)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    holder = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 2)), nn.ReLU())
+    assert infer.route_linears_to_onednn(holder) == 2
+    assert isinstance(holder[1][0], infer.OneDNNLinear)
 
 
 def test_in_place_norm_of_a_channels_last_tensor_is_instance_norm():

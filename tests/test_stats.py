@@ -227,6 +227,58 @@ def test_predicted_and_true_correlations_compare_structure_by_structure(
     assert both["delta_r"].abs().max() < 0.1  # 1 % volume noise barely moves r
 
 
+def test_precision_floor_tells_random_error_from_error_that_follows_status(labels, study):
+    cohort, volumes, _, _ = study
+    truth, _ = stats.adjusted_volumes(volumes, cohort, labels, AWGS)
+    rng = np.random.default_rng(5)
+    noisy = volumes.copy()
+    # Unbiased 4 % error everywhere; in men, the sartorius also drawn 25 % larger when
+    # sarcopenic (as a segmentation that misses more of a larger muscle).
+    noisy["volume_mm3"] *= np.exp(rng.normal(0, 0.04, len(noisy)))
+    smi = noisy["subject"].map(dict(zip(cohort.subject_id, cohort.smi, strict=True)))
+    sex = noisy["subject"].map(dict(zip(cohort.subject_id, cohort.sex, strict=True)))
+    biased = (noisy["class_name"] == "sartorius") & (sex == "M") & (smi < 7.0)
+    noisy.loc[biased, "volume_mm3"] *= 1.25
+    ours, _ = stats.adjusted_volumes(noisy, cohort, labels, AWGS)
+    floor = stats.precision_floor(ours, truth, resamples=1000, seed=1)
+    muscles = floor[floor["family"] == "muscles"]
+    assert len(muscles) == 2 * 27 and muscles["error_sd"].notna().all()
+    # The error's size is recovered (27 muscles x 2 sexes, n = 26 and 43).
+    assert 0.03 < muscles["error_sd"].median() < 0.05
+    assert (muscles["floor_p95_abs_delta_r"] > muscles["floor_mean_abs_delta_r"]).all()
+    # The same volumes: no error, no floor. Seeded: the same call, the same floor.
+    exact = stats.precision_floor(truth, truth, resamples=200, seed=1)
+    assert np.allclose(exact["error_sd"], 0) and np.allclose(exact["floor_p95_abs_delta_r"], 0)
+    again = stats.precision_floor(ours, truth, resamples=1000, seed=1)
+    pd.testing.assert_frame_equal(floor, again)
+    # Larger random error, higher floor.
+    wider = noisy.copy()
+    wider["volume_mm3"] *= np.exp(rng.normal(0, 0.08, len(wider)))
+    wide, _ = stats.adjusted_volumes(wider, cohort, labels, AWGS)
+    wide_floor = stats.precision_floor(wide, truth, resamples=1000, seed=1)
+    assert (
+        wide_floor["floor_mean_abs_delta_r"].median() > 1.5 * floor["floor_mean_abs_delta_r"].median()
+    )
+    # The agreement table flags the biased structure: its |delta r| is beyond its floor.
+    table = stats.truth_agreement_table(
+        stats.compare_correlations(
+            stats.correlate(ours, "muscles", SETTINGS), stats.correlate(truth, "muscles", SETTINGS)
+        ).merge(floor, on=["sex", "family", "structure"])
+    )
+    row = table[(table["sex"] == "M") & (table["structure"] == "sartorius")].iloc[0]
+    assert row["above_floor"] and row["abs_delta_r"] > 2 * row["floor_p95_abs_delta_r"]
+    # Unbiased error: about 5 % of the structures beyond their 95th percentile, not more.
+    assert table["above_floor"].sum() <= 6
+
+
+def test_rows_r_is_pearsons_r_of_each_row():
+    rng = np.random.default_rng(2)
+    status = (rng.random(30) < 0.4).astype(float)
+    values = rng.normal(size=(5, 30)) + status
+    want = [np.corrcoef(status, row)[0, 1] for row in values]
+    np.testing.assert_allclose(stats._rows_r(status, values), want, rtol=1e-12)
+
+
 def test_truth_agreement_table_and_summary_section(labels, study, correlations):
     cohort, volumes, _, _ = study
     shrunk = volumes.copy()
@@ -514,10 +566,17 @@ def test_fig7_fig8_and_summary_build_from_volumes_and_cohort(labels, tmp_path):
     assert "| Male | 21 (21) | 5 (5) | 26 (26) |" in summary
     agreement = pd.read_csv(tmp_path / "results/sarcopenia/truth_agreement.tsv", sep="\t")
     assert {"r_source", "r_truth", "delta_r", "abs_delta_r"} <= set(agreement.columns)
+    assert {"error_sd", "floor_mean_abs_delta_r", "floor_p95_abs_delta_r"} <= set(agreement.columns)
     assert set(agreement["source"]) == {"unetr", "unet"}
     moved_rows = agreement[(agreement["abs_delta_r"] > 1e-9) & (agreement["source"] == "unetr")]
     assert set(zip(moved_rows["sex"], moved_rows["structure"], strict=True)) == {
         ("M", "adductor_longus"),
         ("M", "medial"),  # its group, the sum of its members
+    }
+    # The move follows status exactly (no random error): beyond the floor, the rest are not.
+    flagged = agreement[agreement["above_floor"] & (agreement["source"] == "unetr")]
+    assert set(zip(flagged["sex"], flagged["structure"], strict=True)) == {
+        ("M", "adductor_longus"),
+        ("M", "medial"),
     }
     assert "(adductor_longus)" in summary.split("## Agreement with the generator")[1]

@@ -581,10 +581,14 @@ def compare_correlations(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 
 def truth_agreement_table(compared: pd.DataFrame) -> pd.DataFrame:
-    """:func:`compare_correlations` output with ``abs_delta_r`` added, sorted by sex, family
-    and structure (rows where either r is undefined keep NaN)."""
+    """:func:`compare_correlations` output with ``abs_delta_r`` added (and ``above_floor``
+    where :func:`precision_floor` columns are merged in), sorted by sex, family and structure
+    (rows where either r is undefined keep NaN)."""
     out = compared.copy()
     out["abs_delta_r"] = out["delta_r"].abs()
+    if "floor_p95_abs_delta_r" in out.columns:
+        # Further from the truth than 95 % of unbiased errors of the source's own size.
+        out["above_floor"] = out["abs_delta_r"] > out["floor_p95_abs_delta_r"]
     keys = ["sex", "family", "structure"]
     if "source" in out.columns:  # several sources: source first, in the order given
         out = out[["source", *[c for c in out.columns if c != "source"]]]
@@ -592,6 +596,72 @@ def truth_agreement_table(compared: pd.DataFrame) -> pd.DataFrame:
         keys = ["_order", *keys]
     out = out.sort_values(keys, kind="stable").reset_index(drop=True)
     return out.drop(columns="_order", errors="ignore")
+
+
+def precision_floor(
+    source: pd.DataFrame,
+    truth: pd.DataFrame,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How far from the truth's r a source's r would fall from its random error alone.
+
+    ``source`` and ``truth``: adjusted-volume tables (:func:`adjusted_volumes`) of the same
+    subjects. Per sex, family and structure, the source's per-subject error is the log ratio
+    of its volume to the true one; its spread within each sarcopenia status (``error_sd``, SD
+    of the log ratio about the status's mean, n - 2 degrees of freedom) is the part that
+    does not depend on status. The true volumes are then given ``resamples`` draws of
+    unbiased errors of that size (log-normal, seeded), and the |delta r| of each draw from
+    the true r is recorded: ``floor_mean_abs_delta_r`` and its 95th percentile
+    ``floor_p95_abs_delta_r``. A source's own |delta r| well above its floor is bias (errors that follow
+    status); one within it is what a segmentation of that precision gives on this many
+    subjects. NaN where a volume is not positive or r is undefined.
+    """
+    keys = ["sex", "family", "structure"]
+    both = source[[*keys, "subject", "sarcopenic", "adjusted_mm3_per_m2"]].merge(
+        truth[[*keys, "subject", "adjusted_mm3_per_m2"]],
+        on=[*keys, "subject"],
+        suffixes=("_source", "_truth"),
+        validate="one_to_one",
+    )
+    rng = np.random.default_rng(seed)
+    rows = []
+    for key, part in both.groupby(keys, sort=False):
+        status = part["sarcopenic"].astype(float).to_numpy()
+        ours = part["adjusted_mm3_per_m2_source"].to_numpy(float)
+        true = part["adjusted_mm3_per_m2_truth"].to_numpy(float)
+        row = dict(zip(keys, key, strict=True))
+        row.update(error_sd=np.nan, floor_mean_abs_delta_r=np.nan, floor_p95_abs_delta_r=np.nan)
+        defined = (
+            len(status) > 3
+            and min(status.sum(), len(status) - status.sum()) >= 2
+            and (ours > 0).all()
+            and (true > 0).all()
+            and np.ptp(true) > 0
+        )
+        if defined:
+            log_ratio = np.log(ours / true)
+            resid = log_ratio.copy()
+            for value in (0.0, 1.0):
+                resid[status == value] -= log_ratio[status == value].mean()
+            sd = float(np.sqrt((resid**2).sum() / (len(resid) - 2)))
+            draws = true * np.exp(rng.normal(0.0, sd, (int(resamples), len(true))))
+            r_true = float(np.corrcoef(status, true)[0, 1])
+            d = np.abs(_rows_r(status, draws) - r_true)
+            row.update(
+                error_sd=sd,
+                floor_mean_abs_delta_r=float(d.mean()),
+                floor_p95_abs_delta_r=float(np.quantile(d, 0.95)),
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _rows_r(status: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Pearson r of ``status`` with each row of ``values`` (resamples x subjects)."""
+    s = status - status.mean()
+    v = values - values.mean(axis=1, keepdims=True)
+    return (v @ s) / np.sqrt((v**2).sum(axis=1) * (s**2).sum())
 
 
 def agreement_sentence(table: pd.DataFrame) -> str:
@@ -920,21 +990,30 @@ def summary_markdown(
             "## Agreement with the generator's true volumes (synthetic cohort)",
             "",
             "r from each source's volumes minus r from the phantoms' exact volumes "
-            "(`results/sarcopenia/truth_agreement.tsv`); n: structures where both are defined.",
+            "(`results/sarcopenia/truth_agreement.tsv`); n: structures where both are defined. "
+            "Floor: the mean abs Δr that unbiased per-subject errors of the source's own size "
+            "would give on these subjects; beyond floor: structures whose abs Δr exceeds 95 % "
+            "of such errors' (about 1 in 20 by chance; more means errors that follow status).",
             "",
-            "| source | sex | family | n | mean abs Δr | max abs Δr (structure) |",
-            "|---|---|---|---|---|---|",
+            "| source | sex | family | n | mean abs Δr | floor | max abs Δr (structure) "
+            "| beyond floor |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        floors = "floor_mean_abs_delta_r" in table.columns
         # Rows come ordered by truth_agreement_table (source, then sex and family).
         for (src, sex, family), part in table.groupby(["source", "sex", "family"], sort=False):
             d = part["abs_delta_r"].dropna()
             if d.empty:
-                lines.append(f"| {src} | {SEXES.get(sex, sex)} | {family} | 0 | NA | NA |")
+                lines.append(
+                    f"| {src} | {SEXES.get(sex, sex)} | {family} | 0 | NA | NA | NA | NA |"
+                )
                 continue
             worst = part.loc[d.idxmax(), "structure"]
+            floor = _fmt(part["floor_mean_abs_delta_r"].mean(), 3) if floors else "NA"
+            beyond = str(int(part["above_floor"].astype(bool).sum())) if floors else "NA"
             lines.append(
                 f"| {src} | {SEXES.get(sex, sex)} | {family} | {len(d)} | {d.mean():.3f} | "
-                f"{d.max():.3f} ({worst}) |"
+                f"{floor} | {d.max():.3f} ({worst}) | {beyond} |"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -234,7 +234,8 @@ TRUTH_SOURCES = list(MODELS)
 
 rule truth_agreement:
     """Correlations from each source beside those from the generator's true volumes: r of
-    each, delta_r, per source, sex, family and structure (synthetic cohort only)."""
+    each, delta_r, per source, sex, family and structure (synthetic cohort only); and the
+    |delta_r| that the source's random per-subject error alone would give (its floor)."""
     input:
         sources=expand(
             "results/sarcopenia/by_source/{source}/correlations_{family}.tsv",
@@ -245,6 +246,11 @@ rule truth_agreement:
             "results/sarcopenia/by_source/truth/correlations_{family}.tsv",
             family=["muscles", "groups"],
         ),
+        adjusted=expand(
+            "results/sarcopenia/by_source/{source}/adjusted_volumes.tsv",
+            source=TRUTH_SOURCES,
+        ),
+        adjusted_truth="results/sarcopenia/by_source/truth/adjusted_volumes.tsv",
         code=lib("stats", "io_tables"),
     output:
         "results/sarcopenia/truth_agreement.tsv",
@@ -259,6 +265,10 @@ rule truth_agreement:
     params:
         sources=TRUTH_SOURCES,
         families=["muscles", "groups"],
+        floor={
+            "resamples": SARCOPENIA["bootstrap"]["resamples"],
+            "seed": SARCOPENIA_CORRELATION["seed"],
+        },
     script:
         "../scripts/truth_agreement.py"
 
