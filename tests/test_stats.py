@@ -257,7 +257,8 @@ def test_precision_floor_tells_random_error_from_error_that_follows_status(label
     wide, _ = stats.adjusted_volumes(wider, cohort, labels, AWGS)
     wide_floor = stats.precision_floor(wide, truth, resamples=1000, seed=1)
     assert (
-        wide_floor["floor_mean_abs_delta_r"].median() > 1.5 * floor["floor_mean_abs_delta_r"].median()
+        wide_floor["floor_mean_abs_delta_r"].median()
+        > 1.5 * floor["floor_mean_abs_delta_r"].median()
     )
     # The agreement table flags the biased structure: its |delta r| is beyond its floor.
     table = stats.truth_agreement_table(

@@ -1,4 +1,4 @@
-"""The default study end to end (about 12 minutes on 2 cores): the paper's sarcopenia pattern.
+"""The default study end to end (about 15 minutes on 2 cores): the paper's sarcopenia pattern.
 
 Issue 8's acceptance check, on the embedded synthetic default: ``snakemake
 results/figures/fig7_heatmap.png`` builds everything it needs from nothing, and the
@@ -66,7 +66,13 @@ def test_predicted_correlations_are_close_to_the_true_volumes(study):
     muscles = source[source["family"] == "muscles"]
     assert len(groups) == 5 and len(muscles) == 27
     assert (groups["abs_delta_r"] < 0.1).all(), groups[["structure", "abs_delta_r"]]
-    # Measured: mean 0.046, 23 of 27 under 0.1 (the rest: small muscles next to the
-    # ones that shrink most, piriformis the largest at 0.22); see docs/training.md.
-    assert muscles["abs_delta_r"].mean() < 0.1
-    assert (muscles["abs_delta_r"] < 0.1).sum() >= 20
+    # Measured: mean 0.040, 25 of 27 under 0.1 (quadratus femoris 0.12, piriformis 0.11: both
+    # within what the U-Net's random per-subject error alone gives on 26 men); see
+    # docs/training.md.
+    assert muscles["abs_delta_r"].mean() < 0.06
+    assert (muscles["abs_delta_r"] < 0.1).sum() >= 23
+    # What is left is precision, not bias: few muscles beyond their floor (the 95th percentile
+    # of |delta r| under unbiased errors of the U-Net's own size; 1.35 of 27 by chance,
+    # measured 3). Errors that follow status put a muscle beyond it (tests/test_stats.py).
+    assert muscles["floor_p95_abs_delta_r"].notna().all()
+    assert muscles["above_floor"].sum() <= 6, muscles.loc[muscles["above_floor"], "structure"]

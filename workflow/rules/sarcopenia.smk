@@ -235,7 +235,8 @@ TRUTH_SOURCES = list(MODELS)
 rule truth_agreement:
     """Correlations from each source beside those from the generator's true volumes: r of
     each, delta_r, per source, sex, family and structure (synthetic cohort only); and the
-    |delta_r| that the source's random per-subject error alone would give (its floor)."""
+    |delta_r| that the source's random per-subject error alone would give (its floor).
+    """
     input:
         sources=expand(
             "results/sarcopenia/by_source/{source}/correlations_{family}.tsv",

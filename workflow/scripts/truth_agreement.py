@@ -11,6 +11,7 @@ from thighct.runlog import logged
 with logged(snakemake.log[0]) as log:
     p = snakemake.params
     truth = dict(zip(p.families, snakemake.input.truth, strict=True))
+
     def read_adjusted(path):
         return pd.read_csv(path, sep="\t", dtype={"subject": str})
 
