@@ -523,8 +523,9 @@ class OneDNNLinear(nn.Module):
     """A ``Linear`` computed by oneDNN on CPU (float32): UNETR's transformer layers.
 
     PyTorch sends ``Linear`` to MKL's sgemm, which on AMD processors runs a slower code path
-    than oneDNN's (measured on a 2-core AMD EPYC with AVX-512: about 1.5x the throughput for
-    the ViT-B shapes). Same product, other kernel: results agree to float rounding.
+    than oneDNN's (measured on a 2-core AMD EPYC, 2 threads, ViT-B shapes of 216 tokens: 150
+    against 195 GFLOP/s; the paper UNETR's transformer 0.305 -> 0.238 s per window). Same
+    product, other kernel: results agree to float rounding.
     """
 
     def __init__(self, linear: nn.Linear):
