@@ -613,9 +613,9 @@ def precision_floor(
     does not depend on status. The true volumes are then given ``resamples`` draws of
     unbiased errors of that size (log-normal, seeded), and the |delta r| of each draw from
     the true r is recorded: ``floor_mean_abs_delta_r`` and its 95th percentile
-    ``floor_p95_abs_delta_r``. A source's own |delta r| well above its floor is bias (errors that follow
-    status); one within it is what a segmentation of that precision gives on this many
-    subjects. NaN where a volume is not positive or r is undefined.
+    ``floor_p95_abs_delta_r``. A source's own |delta r| well above its floor is bias (errors
+    that follow status); one within it is what a segmentation of that precision gives on this
+    many subjects. NaN where a volume is not positive or r is undefined.
     """
     keys = ["sex", "family", "structure"]
     both = source[[*keys, "subject", "sarcopenic", "adjusted_mm3_per_m2"]].merge(
