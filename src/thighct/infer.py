@@ -377,21 +377,55 @@ class StreamlinedUNETR(nn.Module):
         _upsample_into(out, transp, cat[:, :c])
         del out
         cat[:, c:].copy_(encoder1(x))  # encoder1's output lives only until this copy
-        return head(last.conv_block(cat))
+        block = last.conv_block
+        if not _is_res_block_with_projection(block):
+            return head(block(cat))
+        # MONAI's UnetResBlock, its operations reordered so that the concatenation (twice a
+        # full-resolution output) is freed after its last reader instead of at the end:
+        # the projected residual first, then the main branch's first convolution.
+        residual = block.norm3(block.conv3(cat))
+        out = block.lrelu(block.norm1(block.conv1(cat)))
+        del cat
+        out = block.norm2(block.conv2(out))
+        out += residual
+        del residual
+        return head(block.lrelu(out))
+
+
+def _is_res_block_with_projection(block: nn.Module) -> bool:
+    from monai.networks.blocks.dynunet_block import UnetResBlock
+
+    return (
+        type(block) is UnetResBlock
+        and hasattr(block, "conv3")
+        and hasattr(block, "norm3")
+        and type(block).forward is UnetResBlock.forward
+    )
 
 
 def _upsample_into(inp: torch.Tensor, transp: nn.ConvTranspose3d, target: torch.Tensor) -> None:
     """A transposed convolution of kernel = stride = 2 (no padding) written into ``target``
-    (a channels-last view): each input voxel times the weight gives its 2 x 2 x 2 outputs."""
+    (a channels-last view): each input voxel times the weight gives its 2 x 2 x 2 outputs.
+
+    One matrix product per output offset (di, dj) along the first two axes gives, for every
+    input voxel (i, j, k), the outputs (2i + di, 2j + dj, 2k + dk) for both dk: in
+    channels-last order these are one run along k, so each product is copied with a 5-D
+    loop (an 8-D permuted copy of all eight offsets at once is several times slower).
+    """
     n, cin, i, j, k = inp.shape
     cout = transp.out_channels
     rows = inp.permute(0, 2, 3, 4, 1).reshape(-1, cin)
-    weight = transp.weight.detach().permute(0, 2, 3, 4, 1).reshape(cin, 8 * cout)
-    y = torch.mm(rows, weight).view(n, i, j, k, 2, 2, 2, cout)
-    if transp.bias is not None:
-        y += transp.bias.detach()
-    dest = target.permute(0, 2, 3, 4, 1).view(n, i, 2, j, 2, k, 2, -1)
-    dest.copy_(y.permute(0, 1, 4, 2, 5, 3, 6, 7))
+    # (cin, cout, di, dj, dk) -> (di, dj, cin, dk * cout)
+    weight = transp.weight.detach().permute(2, 3, 0, 4, 1).reshape(2, 2, cin, 2 * cout)
+    bias = None if transp.bias is None else transp.bias.detach().repeat(2)
+    dest = target.permute(0, 2, 3, 4, 1).view(n, i, 2, j, 2, 2 * k, cout)
+    for di in range(2):
+        for dj in range(2):
+            if bias is None:
+                y = torch.mm(rows, weight[di, dj])
+            else:
+                y = torch.addmm(bias, rows, weight[di, dj])
+            dest[:, :, di, :, dj].copy_(y.view(n, i, j, 2 * k, cout))
 
 
 def streamline_unetr(net: nn.Module) -> nn.Module:
@@ -670,17 +704,24 @@ class SlabAccumulator:
     ``buffer`` is ``(channels, *spatial)`` with the slab axis ``roi[axis]`` long, starting at
     image plane ``offset``; channels are the logits, or with a ``head`` the features plus a
     last channel holding the weight total. ``finish_before(plane)`` writes the labels of the
-    planes in ``[offset, plane)`` and moves the buffer down.
+    planes in ``[offset, plane)`` and moves the buffer down. With ``channels_last`` the
+    channels of a voxel are adjacent in memory, as in a channels-last network's output, so
+    adding a window reads and writes both in order (and finalising reads whole voxels).
     """
 
-    def __init__(self, channels, image_size, roi, axis, labels_out, device, head=None):
+    def __init__(
+        self, channels, image_size, roi, axis, labels_out, device, head=None, channels_last=False
+    ):
         self.axis = axis
         self.depth = int(roi[axis])
         self.head = head
         shape = list(image_size)
         shape[axis] = self.depth
         extra = 1 if head is not None else 0
-        self.buffer = torch.zeros((channels + extra, *shape), dtype=torch.float32, device=device)
+        layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+        self.buffer = torch.empty(
+            (1, channels + extra, *shape), dtype=torch.float32, device=device, memory_format=layout
+        )[0].zero_()
         self.offset = 0
         self.size = int(image_size[axis])
         self.labels_out = labels_out
@@ -713,6 +754,12 @@ class SlabAccumulator:
         if self.head is None:
             return torch.argmax(rows, dim=0)
         features, total = rows[:-1], rows[-1]
+        if features.stride(0) == 1:  # channels last: (voxels, features) rows
+            flat = features.permute(1, 2, 3, 0).reshape(-1, features.shape[0])
+            logits = flat @ self.head.weight.T
+            if self.head.bias is not None:
+                logits.addr_(total.reshape(-1), self.head.bias)
+            return torch.argmax(logits, dim=1).reshape(total.shape)
         flat = features.reshape(features.shape[0], -1)
         logits = self.head.weight @ flat
         if self.head.bias is not None:
@@ -826,7 +873,7 @@ def sliding_window_labels(
 
     source = torch.from_numpy(image)
     labels = np.zeros(size, dtype=np.uint8)
-    acc = SlabAccumulator(channels, size, roi, axis, labels, device, head)
+    acc = SlabAccumulator(channels, size, roi, axis, labels, device, head, channels_last)
     weight = importance_map(roi, mode, sigma_scale, device)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     use_amp = amp and device.type == "cuda"
