@@ -15,12 +15,13 @@ logits, so float rounding differences flip a few voxels; trained weights flip fe
 "plain, 1 thread" (not run by default) shows MONAI's own noise floor and how much of a 2-thread
 run's time goes to the two threads waiting for each other on a busy machine.
 
-Methods: "streamed, network as is" isolates the streaming (no network changes, one worker,
-memory returned to the system as usual); "streamed, 1 worker" adds the network changes of
-``thighct.infer.prepare_network`` and the reuse of freed memory of
-``thighct.infer.reuse_freed_memory`` (2 torch threads on one window: least memory);
-"streamed, 2 workers" runs two windows at once, one thread each (fastest; a second window's
-activations). Timings on a shared machine vary with its load (printed); compare methods
+Methods: "streamed, network as is" isolates the streaming (no network changes, float32
+sums, one worker, memory returned to the system as usual); "streamed, 1 worker" is the
+default: the network changes of ``thighct.infer.prepare_network`` (in-place up-blocks among
+them), half-precision sums and the reuse of freed memory of
+``thighct.infer.reuse_freed_memory`` (2 torch threads on one window); "... float32 sums" and
+"... memory returned" each undo one of the last two; "streamed, 2 workers" runs two windows at
+once, one thread each (a second window's activations). Timings on a shared machine vary with its load (printed); compare methods
 within one run.
 
     python bench/bench_infer.py [--threads 2] [--repeat 2] [--shape 300 133 225] [--net paper]
@@ -83,8 +84,15 @@ METHODS = {
         "fuse_blocks": False,
         "reuse_memory": False,
         "workers": 1,
+        "accumulate": "float32",
     },
     "streamed, 1 worker": {"sw_batch_size": 1, "workers": 1},
+    "streamed, 1 worker, float32 sums": {"sw_batch_size": 1, "workers": 1, "accumulate": "float32"},
+    "streamed, 1 worker, memory returned": {
+        "sw_batch_size": 1,
+        "workers": 1,
+        "reuse_memory": False,
+    },
     "streamed, 2 workers": {"sw_batch_size": 1, "workers": 2},
 }
 

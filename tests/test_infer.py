@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -474,3 +475,88 @@ def test_freed_memory_is_kept_for_reuse_in_its_own_process():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_half_precision_sums_give_the_float32_labels_of_near_all_voxels():
+    net = small_unetr()
+    image = random_image((45, 30, 37), seed=5)
+    settings = infer.InferSettings(mode="gaussian", sw_batch_size=2)
+    seg = infer.prepare_network(copy.deepcopy(net), 5, torch.device("cpu"), settings)
+    wide = infer.predict_labels(image, seg, (16, 16, 16), replace(settings, accumulate="float32"))
+    half = infer.predict_labels(image, seg, (16, 16, 16), settings)
+    assert settings.accumulate == "float16"  # the default
+    assert (half == wide).mean() >= 0.999
+    assert (half == monai_labels(net, image, (16, 16, 16), 0.25, "gaussian")).mean() >= 0.999
+
+
+def test_a_half_precision_sum_that_could_overflow_is_widened_to_float32(caplog):
+    """Logits of 1e4 over 8 overlapping windows exceed float16's range (65504)."""
+
+    class Loud(nn.Module):
+        def forward(self, x):
+            return torch.cat([x * 1e4, 1e4 - x * 1e4, x * 0], dim=1)
+
+    image = random_image((24, 24, 24), seed=6)
+    kwargs = dict(overlap=0.5, mode="gaussian")
+    wide = infer.sliding_window_labels(image, Loud(), (16, 16, 16), 3, **kwargs)
+    with caplog.at_level("WARNING", logger="thighct.infer"):
+        half = infer.sliding_window_labels(
+            image, Loud(), (16, 16, 16), 3, accumulate="float16", **kwargs
+        )
+    assert "accumulating in float32" in caplog.text
+    np.testing.assert_array_equal(half, wide)
+    with pytest.raises(ValueError, match="accumulate"):
+        infer.InferSettings.from_config({"accumulate": "bfloat16"})
+
+
+def test_the_most_windows_over_one_voxel_are_counted_from_the_windows_themselves():
+    for size, roi, overlap in [
+        ((24, 24, 24), (16, 16, 16), 0.5),
+        ((300, 133, 225), (96,) * 3, 0.25),
+    ]:
+        counts = np.zeros(size, dtype=int)
+        for corner in infer.window_starts(size, roi, overlap):
+            counts[tuple(slice(c, c + r) for c, r in zip(corner, roi, strict=True))] += 1
+        assert infer.max_cover(size, roi, overlap) == counts.max()
+
+
+def test_a_convolution_written_into_a_buffer_adds_to_it_as_a_convolution_would():
+    torch.manual_seed(3)
+    conv = nn.Conv3d(6, 4, 3, padding=1).eval()
+    cl = torch.channels_last_3d
+    x = torch.randn(2, 6, 7, 8, 9).contiguous(memory_format=cl)
+    out = torch.full((2, 4, 7, 8, 9), 5.0).contiguous(memory_format=cl)
+    weight = conv.weight.detach().contiguous(memory_format=cl)
+    with torch.inference_mode():
+        want = conv(x)
+        infer._conv_into(out, x, weight, conv.bias, conv, accumulate=False)  # overwrites the 5s
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+        infer._conv_into(out, x, weight, None, conv, accumulate=True)
+        torch.testing.assert_close(out, 2 * want - conv.bias.view(1, -1, 1, 1, 1))
+        # A 1x1x1 convolution of a concatenation, written over its first half.
+        point = nn.Conv3d(10, 6, 1).eval()
+        other = torch.randn(2, 4, 7, 8, 9).contiguous(memory_format=cl)
+        want = point(torch.cat([x, other], dim=1))
+        w = point.weight.detach()[:, :, 0, 0, 0]
+        infer._project_into(x, other, w[:, :6].T.contiguous(), w[:, 6:].T.contiguous(), point.bias)
+    torch.testing.assert_close(x, want, rtol=1e-5, atol=1e-5)
+
+
+def test_every_up_block_of_a_prepared_unetr_runs_in_place_and_gives_monais_output():
+    """All four up-blocks take the in-place path (their split weights are cached), the last in
+    the three buffers kept per thread; the features equal MONAI's up to float rounding."""
+    net = small_unetr()
+    settings = infer.InferSettings(sw_batch_size=2)
+    seg = infer.prepare_network(copy.deepcopy(net), 5, torch.device("cpu"), settings)
+    x = torch.rand(2, 1, 16, 16, 16)
+    with torch.inference_mode():
+        want = net(x)
+        for _ in range(2):  # the second call reuses the kept buffers
+            features = seg.trunk(x.contiguous(memory_format=torch.channels_last_3d))
+    got = torch.einsum("cf,bfxyz->bcxyz", seg.head.weight, features)
+    got = got + seg.head.bias.view(1, -1, 1, 1, 1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert len(seg.trunk._split_cache) == 4
+    kept = seg.trunk._local.buffers
+    assert len(kept) == 3 and tuple(kept[0].shape) == (2, 4, 16, 16, 16)
+    assert features.data_ptr() == kept[2].data_ptr()  # the output is the third buffer

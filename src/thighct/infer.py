@@ -18,6 +18,9 @@ weighted sum of their features plus its bias times the weight total. The accumul
 the features (16 channels for the paper's UNETR instead of 30 logits) and one weight-total
 channel, and the layer runs once per voxel when it is finalised instead of once per window.
 
+The running sums are kept in half precision by default (``accumulate``, nnU-Net v2's choice),
+which halves the accumulator; a sum that could overflow is widened to float32 on the fly.
+
 The network itself runs under ``torch.inference_mode`` in batches of ``sw_batch_size``
 windows. :func:`prepare_network` makes result-preserving changes for CPU speed:
 channels-last memory layout with every 3-D convolution computed by oneDNN (PyTorch would send
@@ -27,8 +30,10 @@ processors: :class:`OneDNNLinear`); instance norm
 computed in place from a row sum and a Gram diagonal (PyTorch's instance norm runs through
 batch norm on a reshaped copy, and ``var_mean`` over a channels-last tensor is a strided
 reduction); UNETR's one-channel residual block as a rank-one update
-(:class:`OneChannelResBlock`); and UNETR's last up-block assembled in place
-(:class:`StreamlinedUNETR`). The predict job also keeps freed memory for the next window
+(:class:`OneChannelResBlock`); and UNETR's up-blocks computed in place
+(:class:`StreamlinedUNETR`): no concatenation is built, each residual block runs in three
+buffers (oneDNN convolutions that add into a given buffer), and the full-resolution ones are
+kept per thread from window to window. The predict job also keeps freed memory for the next window
 (:func:`reuse_freed_memory`). On CPU, ``workers`` batches of windows can run at once in
 threads, each with its share of the cores; their sums are still added in window order.
 
@@ -41,6 +46,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -52,6 +58,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 BLEND_MODES = ("constant", "gaussian")
+ACCUMULATE = ("float16", "float32")  # precision of the running window sums
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -85,6 +92,10 @@ class InferSettings:
         ``2 ** len(mirror_axes)`` network passes per window. Only axes along which the anatomy
         is (nearly) symmetric make sense for a network trained without mirroring: x swaps the
         legs, whose labels carry no side.
+    accumulate: precision of the running sums of overlapping windows: ``float16`` (nnU-Net
+        v2's choice: half the accumulator's memory; labels of near-tied voxels may differ
+        from a float32 sum) or ``float32``. A half-precision sum that could overflow is
+        widened to float32 on the fly (:class:`SlabAccumulator`).
     """
 
     overlap: float = 0.25
@@ -100,6 +111,7 @@ class InferSettings:
     reuse_memory: bool = True
     workers: int = 1
     mirror_axes: tuple[int, ...] = ()
+    accumulate: str = "float16"
 
     @classmethod
     def from_config(cls, section: Mapping) -> InferSettings:
@@ -121,6 +133,10 @@ class InferSettings:
             raise ValueError(f"infer.sw_batch_size must be >= 1, got {self.sw_batch_size}")
         if int(self.workers) < 1:
             raise ValueError(f"infer.workers must be >= 1, got {self.workers}")
+        if self.accumulate not in ACCUMULATE:
+            raise ValueError(
+                f"infer.accumulate must be one of {ACCUMULATE}, got {self.accumulate!r}"
+            )
         if self.device not in DEVICES:
             raise ValueError(f"infer.device must be one of {DEVICES}, got {self.device!r}")
         axes = list(self.mirror_axes)
@@ -313,6 +329,23 @@ class OneChannelResBlock(nn.Module):
             and out.is_contiguous(memory_format=torch.channels_last_3d)
         ):
             return self.block(x)
+        self._add_residual(x, out)
+        return b.lrelu(out)
+
+    def forward_into(self, x: torch.Tensor, work: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The same block computed in two given buffers (channels-last, float32, on CPU):
+        ``work`` holds the first convolution, ``out`` receives the result (returned)."""
+        b = self.block
+        conv1, conv2 = _the_conv(b.conv1), _the_conv(b.conv2)
+        _conv_into(work, x, conv1.weight, conv1.bias, conv1, accumulate=False)
+        _leaky_relu_(b.norm1(work), b.lrelu)
+        _conv_into(out, work, conv2.weight, conv2.bias, conv2, accumulate=False)
+        self._add_residual(x, out)
+        return _leaky_relu_(out, b.lrelu)
+
+    def _add_residual(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """``out <- norm2(out) + norm3(conv3(x))`` in place (both channels-last)."""
+        b = self.block
         n, c = out.shape[:2]
         flat = out.permute(0, 2, 3, 4, 1).view(n, -1, c)
         inputs = x.reshape(n, -1)
@@ -332,18 +365,24 @@ class OneChannelResBlock(nn.Module):
             shift3 = shift3 - mean_x * scale3
             torch.addcmul(shift2 + shift3, rows, scale2, out=rows)
             rows.addr_(xi, scale3)
-        return b.lrelu(out)
 
 
 class StreamlinedUNETR(nn.Module):
     """UNETR's forward pass (MONAI's or :class:`thighct.models.PatchUNETR`) with its last,
-    full-resolution up-block assembled in place.
+    full-resolution stage computed in place.
 
     MONAI's forward computes ``encoder1`` first and keeps it through the whole transformer and
-    decoder, upsamples the decoder, then copies both into a new concatenation. Here
-    ``encoder1`` runs last and the transposed convolution (kernel = stride = 2: one matrix
-    product) writes its half of the concatenation directly. Same operations and results up to
-    float rounding; one full-resolution tensor less at the peak and one copy less.
+    decoder, upsamples the decoder, copies both into a new concatenation and runs the last
+    residual block on it: five full-resolution tensors are alive at its peak. Here the
+    full-resolution stage (:meth:`_full_resolution`) runs last in three full-resolution
+    buffers kept per thread from window to window (so the output of a call is overwritten by
+    the same thread's next call: use it before then): the transposed convolution
+    (kernel = stride = 2: one matrix product) writes the upsampled features, ``encoder1``
+    runs, and the last block's convolutions of the concatenation are computed as the sum of
+    convolutions of its two halves (oneDNN convolutions that add into a buffer), so the
+    concatenation is never built; its 1x1x1 residual projection overwrites the upsampled
+    features voxel by voxel. Same operations and results up to float rounding.
+    Where a part is not the expected MONAI block, the stage runs as MONAI's blocks do.
     """
 
     def __init__(
@@ -352,55 +391,254 @@ class StreamlinedUNETR(nn.Module):
         super().__init__()
         self.net = net
         self._parts = (vit, encoder1, list(skips), list(layers), list(decoders), proj_feat, out)
-        self._transp = transp  # the last up-block's transposed convolution
+        # The last up-block's transposed convolution (not registered a second time).
+        self._last_transp = (transp,)
+        self._local = threading.local()  # per thread: the kept buffers
+        self._split_cache: dict = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         vit, encoder1, skips, layers, decoders, proj_feat, head = self._parts
-        transp = self._transp
         feats, hidden = vit(x)
         lows = [enc(proj_feat(hidden[layer])) for enc, layer in zip(skips, layers, strict=True)]
         del hidden
         out = proj_feat(feats)
         del feats
         for dec, skip in zip(decoders[:-1], reversed(lows), strict=True):
-            out = dec(out, skip)
-        del lows
-        last = decoders[-1]
+            out = self._up_block(dec, out, skip)
+        del lows, skip
+        block = decoders[-1].conv_block
+        fused = _fused_block(encoder1)
+        if fused is not None and _pair_block_ok(block) and _fused_block_ok(fused, x):
+            return head(self._full_resolution(x, out, fused, block))
+        return head(self._concatenated(x, out, encoder1, block))
+
+    def _concatenated(self, x, out, encoder1, block) -> torch.Tensor:
+        """The last up-block on a concatenation, as MONAI computes it."""
         n, _, *size = x.shape
-        c = transp.out_channels
+        c = self._last_transp[0].out_channels
         cat = torch.empty(
             (n, 2 * c, *size),
             dtype=out.dtype,
             device=out.device,
             memory_format=torch.channels_last_3d,
         )
-        _upsample_into(out, transp, cat[:, :c])
+        _upsample_into(out, self._last_transp[0], cat[:, :c])
         del out
         cat[:, c:].copy_(encoder1(x))  # encoder1's output lives only until this copy
-        block = last.conv_block
-        if not _is_res_block_with_projection(block):
-            return head(block(cat))
-        # MONAI's UnetResBlock, its operations reordered so that the concatenation (twice a
-        # full-resolution output) is freed after its last reader instead of at the end:
-        # the projected residual first, then the main branch's first convolution.
-        residual = block.norm3(block.conv3(cat))
-        out = block.lrelu(block.norm1(block.conv1(cat)))
-        del cat
-        out = block.norm2(block.conv2(out))
-        out += residual
-        del residual
-        return head(block.lrelu(out))
+        return block(cat)
+
+    def _kept_buffers(self, like: torch.Tensor, n: int, c: int, size) -> tuple[torch.Tensor, ...]:
+        """This thread's three kept full-resolution buffers (made again for another shape)."""
+        shape = (n, c, *size)
+        kept = getattr(self._local, "buffers", None)
+        if kept is None or tuple(kept[0].shape) != shape or kept[0].dtype != like.dtype:
+            self._local.buffers = None  # free the old ones first
+            kept = tuple(
+                torch.empty(
+                    shape,
+                    dtype=like.dtype,
+                    device=like.device,
+                    memory_format=torch.channels_last_3d,
+                )
+                for _ in range(3)
+            )
+            self._local.buffers = kept
+        return kept
+
+    def _split_weights(self, block, c: int) -> tuple:
+        """A residual block's convolutions and their weights for the two halves of its
+        concatenated input (the first ``c`` channels, the rest), channels-last; made once."""
+        conv1, conv2, conv3 = (_the_conv(getattr(block, f"conv{i}")) for i in (1, 2, 3))
+        key = (id(block), conv1.weight.data_ptr(), conv3.weight.data_ptr())
+        if key not in self._split_cache:
+            cl = torch.channels_last_3d
+            w1 = conv1.weight.detach()
+            w3 = conv3.weight.detach()[:, :, 0, 0, 0]
+            self._split_cache[key] = (
+                w1[:, :c].contiguous(memory_format=cl),
+                w1[:, c:].contiguous(memory_format=cl),
+                w3[:, :c].T.contiguous(),
+                w3[:, c:].T.contiguous(),
+            )
+        return (conv1, conv2, conv3, *self._split_cache[key])
+
+    def _pair_block(self, block, up, other, work, result) -> torch.Tensor:
+        """MONAI's ``UnetResBlock`` (1x1x1 projection) on the concatenation ``[up, other]``
+        without building it; ``up`` and ``work`` are overwritten, the result is written into
+        ``result`` (which may be ``other``) and returned."""
+        conv1, conv2, conv3, w1_up, w1_other, w3_up, w3_other = self._split_weights(
+            block, up.shape[1]
+        )
+        # h = lrelu(norm1(conv1([up, other]))), the convolution of each half added into `work`.
+        _conv_into(work, up, w1_up, conv1.bias, conv1, accumulate=False)
+        _conv_into(work, other, w1_other, None, conv1, accumulate=True)
+        _leaky_relu_(block.norm1(work), block.lrelu)
+        # residual = norm3(conv3([up, other])), a 1x1x1 projection: written over `up`.
+        _project_into(up, other, w3_up, w3_other, conv3.bias)
+        residual = block.norm3(up)
+        # out = lrelu(norm2(conv2(h)) + residual), written into `result`.
+        _conv_into(result, work, conv2.weight, conv2.bias, conv2, accumulate=False)
+        block.norm2(result).add_(residual)
+        return _leaky_relu_(result, block.lrelu)
+
+    def _up_block(self, dec, inp: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """One of UNETR's lower up-blocks (``UnetrUpBlock``): upsampling, concatenation with
+        the skip features and a residual block, computed as :meth:`_pair_block` in three
+        buffers (the skip features, which nothing reads afterwards, take the result)."""
+        transp = _single_transpose(getattr(dec, "transp_conv", None))
+        block = getattr(dec, "conv_block", None)
+        n, _, *half = inp.shape
+        size = [2 * h for h in half]
+        if (
+            transp is None
+            or not _pair_block_ok(block)
+            or not _tensor_ok(skip)
+            or tuple(skip.shape) != (n, transp.out_channels, *size)
+            or _the_conv(block.conv1).in_channels != 2 * transp.out_channels
+        ):
+            return dec(inp, skip)
+        up = torch.empty(
+            skip.shape, dtype=skip.dtype, device=skip.device, memory_format=torch.channels_last_3d
+        )
+        _upsample_into(inp, transp, up)
+        del inp
+        work = torch.empty_like(up, memory_format=torch.channels_last_3d)
+        return self._pair_block(block, up, skip, work, result=skip)
+
+    def _full_resolution(self, x, out, encoder1, block) -> torch.Tensor:
+        n, _, *size = x.shape
+        up, work, result = self._kept_buffers(x, n, self._last_transp[0].out_channels, size)
+        _upsample_into(out, self._last_transp[0], up)
+        del out
+        # encoder1's result lands in `result`, which ends as this call's output.
+        encoder1.forward_into(x, work, result)
+        return self._pair_block(block, up, result, work, result=result)
 
 
-def _is_res_block_with_projection(block: nn.Module) -> bool:
+# Rows of a (voxels, channels) projection formed at once.
+_PROJECT_ROWS = 1 << 16
+
+
+def _the_conv(module: nn.Module) -> nn.Conv3d:
+    convs = [m for m in module.modules() if type(m) is nn.Conv3d]
+    if len(convs) != 1:
+        raise TypeError(f"expected one Conv3d in {type(module).__name__}, found {len(convs)}")
+    return convs[0]
+
+
+def _fused_block(encoder1: nn.Module) -> OneChannelResBlock | None:
+    """``encoder1``'s fused residual block: itself, or the layer of MONAI's UnetrBasicBlock."""
+    from monai.networks.blocks.unetr_block import UnetrBasicBlock
+
+    if type(encoder1) is UnetrBasicBlock:
+        encoder1 = encoder1.layer
+    return encoder1 if isinstance(encoder1, OneChannelResBlock) else None
+
+
+def _tensor_ok(x: torch.Tensor) -> bool:
+    """A float32 channels-last tensor on CPU (what the in-place blocks compute on)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.ndim == 5
+        and x.is_contiguous(memory_format=torch.channels_last_3d)
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
+    )
+
+
+def _pair_block_ok(block: nn.Module | None) -> bool:
+    """Whether :meth:`StreamlinedUNETR._pair_block` can run ``block``: MONAI's residual block
+    with a 1x1x1 projection, in-place norms (``fast_norm``) and a leaky ReLU."""
     from monai.networks.blocks.dynunet_block import UnetResBlock
 
-    return (
+    if not (
         type(block) is UnetResBlock
         and hasattr(block, "conv3")
         and hasattr(block, "norm3")
-        and type(block).forward is UnetResBlock.forward
+        and isinstance(block.lrelu, nn.LeakyReLU)
+    ):
+        return False
+    if not all(type(m) is InstanceNormInPlace for m in (block.norm1, block.norm2, block.norm3)):
+        return False
+    try:
+        convs = [_the_conv(getattr(block, f"conv{i}")) for i in (1, 2, 3)]
+    except TypeError:
+        return False
+    return tuple(convs[2].kernel_size) == (1, 1, 1) and all(
+        m.groups == 1 and tuple(m.stride) == (1, 1, 1) and not isinstance(m.padding, str)
+        for m in convs
     )
+
+
+def _fused_block_ok(encoder1: OneChannelResBlock, x: torch.Tensor) -> bool:
+    """Whether ``encoder1.forward_into`` can run on ``x``."""
+    return (
+        _tensor_ok(x)
+        and type(encoder1.block.norm1) is InstanceNormInPlace
+        and isinstance(encoder1.block.lrelu, nn.LeakyReLU)
+    )
+
+
+def _single_transpose(module: nn.Module | None) -> nn.ConvTranspose3d | None:
+    """The one transposed convolution of kernel = stride = 2 (no padding) in ``module``."""
+    if module is None:
+        return None
+    found = [m for m in module.modules() if isinstance(m, nn.ConvTranspose3d)]
+    if len(found) != 1:
+        return None
+    t = found[0]
+    if (
+        tuple(t.kernel_size) != (2, 2, 2)
+        or tuple(t.stride) != (2, 2, 2)
+        or tuple(t.padding) != (0, 0, 0)
+        or tuple(t.output_padding) != (0, 0, 0)
+        or t.groups != 1
+        or tuple(t.dilation) != (1, 1, 1)
+    ):
+        return None
+    return t
+
+
+def _conv_into(
+    out: torch.Tensor, x: torch.Tensor, weight, bias, conv: nn.Conv3d, accumulate: bool
+) -> None:
+    """``out (+)= conv(x)`` by oneDNN, written into ``out`` (channels-last, float32)."""
+    if not accumulate:
+        out.zero_()
+    torch.ops.mkldnn._convolution_pointwise_.binary(
+        out,
+        x,
+        weight,
+        None if bias is None else bias.detach(),
+        list(conv.padding),
+        list(conv.stride),
+        list(conv.dilation),
+        conv.groups,
+        "add",
+        None,
+        None,
+        [],
+        None,
+    )
+
+
+def _project_into(target: torch.Tensor, other: torch.Tensor, w_target, w_other, bias) -> None:
+    """``target <- target @ w_target + other @ w_other (+ bias)`` voxel by voxel, in place:
+    a 1x1x1 convolution of the concatenation ``[target, other]`` (both channels-last)."""
+    rows = target.permute(0, 2, 3, 4, 1).reshape(-1, target.shape[1])
+    other_rows = other.permute(0, 2, 3, 4, 1).reshape(-1, other.shape[1])
+    for r0 in range(0, rows.shape[0], _PROJECT_ROWS):
+        part = rows[r0 : r0 + _PROJECT_ROWS]
+        if bias is None:
+            y = torch.mm(part, w_target)
+        else:
+            y = torch.addmm(bias.detach(), part, w_target)
+        y.addmm_(other_rows[r0 : r0 + _PROJECT_ROWS], w_other)
+        part.copy_(y)
+
+
+def _leaky_relu_(x: torch.Tensor, act: nn.LeakyReLU) -> torch.Tensor:
+    return F.leaky_relu_(x, act.negative_slope)
 
 
 def _upsample_into(inp: torch.Tensor, transp: nn.ConvTranspose3d, target: torch.Tensor) -> None:
@@ -447,17 +685,10 @@ def streamline_unetr(net: nn.Module) -> nn.Module:
         parts = (net.vit, net.encoder1, net.encoders, net.skip_layers, net.decoders)
     else:
         return net
-    transp = [m for m in parts[4][-1].transp_conv.modules() if isinstance(m, nn.ConvTranspose3d)]
-    if (
-        len(transp) != 1
-        or tuple(transp[0].kernel_size) != (2, 2, 2)
-        or tuple(transp[0].stride) != (2, 2, 2)
-        or tuple(transp[0].padding) != (0, 0, 0)
-        or tuple(transp[0].output_padding) != (0, 0, 0)
-        or transp[0].groups != 1
-    ):
+    transp = _single_transpose(parts[4][-1].transp_conv)
+    if transp is None:
         return net
-    return StreamlinedUNETR(net, *parts, net.proj_feat, net.out, transp[0])
+    return StreamlinedUNETR(net, *parts, net.proj_feat, net.out, transp)
 
 
 def fuse_one_channel_blocks(module: nn.Module) -> int:
@@ -550,6 +781,46 @@ def route_convolutions_to_onednn(module: nn.Module) -> int:
             wrapped += 1
         else:
             wrapped += route_convolutions_to_onednn(child)
+    return wrapped
+
+
+class StrideTwoTranspose(nn.Module):
+    """A ``ConvTranspose3d`` of kernel = stride = 2 computed as matrix products into a new
+    channels-last tensor (:func:`_upsample_into`), on CPU in float32.
+
+    PyTorch runs these (UNETR's skip projections and up-blocks) through its generic
+    ``slow_conv_transpose3d``, whose output is not channels-last, so the next oneDNN
+    convolution copies it once more. Same product, other kernel: results agree to float rounding.
+    """
+
+    def __init__(self, transp: nn.ConvTranspose3d):
+        super().__init__()
+        self.transp = transp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.transp
+        if x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 5:
+            return t(x)
+        n, _, *size = x.shape
+        out = torch.empty(
+            (n, t.out_channels, *(2 * s for s in size)),
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=torch.channels_last_3d,
+        )
+        _upsample_into(x, t, out)
+        return out
+
+
+def route_transposes_to_products(module: nn.Module) -> int:
+    """Wrap every kernel-2 stride-2 ``ConvTranspose3d`` in :class:`StrideTwoTranspose`."""
+    wrapped = 0
+    for name, child in module.named_children():
+        if type(child) is nn.ConvTranspose3d and _single_transpose(child) is child:
+            setattr(module, name, StrideTwoTranspose(child))
+            wrapped += 1
+        else:
+            wrapped += route_transposes_to_products(child)
     return wrapped
 
 
@@ -690,12 +961,18 @@ def prepare_network(
         if torch.backends.mkldnn.is_available():
             log.debug("%d convolutions routed to oneDNN", route_convolutions_to_onednn(net))
             log.debug("%d linear layers routed to oneDNN", route_linears_to_onednn(net))
+        if settings.fuse_blocks:
+            log.debug("%d transposed convolutions as products", route_transposes_to_products(net))
     return Segmenter(net, int(n_classes), head, device, channels_last)
 
 
 # ----------------------------------------------------------------------------- streaming
 # Bytes of class logits formed at once when features are finalised through the head.
-_FINALISE_BYTES = 32 << 20
+_FINALISE_BYTES = 8 << 20
+# Planes of a window added at once to a half-precision accumulator (through float32).
+_ADD_PLANES = 8
+# Largest sum a half-precision accumulator may have to hold (float16's largest is 65504).
+_HALF_LIMIT = 16384.0
 
 
 class SlabAccumulator:
@@ -707,10 +984,26 @@ class SlabAccumulator:
     planes in ``[offset, plane)`` and moves the buffer down. With ``channels_last`` the
     channels of a voxel are adjacent in memory, as in a channels-last network's output, so
     adding a window reads and writes both in order (and finalising reads whole voxels).
+
+    ``dtype`` float16 stores the sums in half precision (as nnU-Net v2 does), half the memory:
+    each window is added in float32 a few planes at a time and the sum rounded to 11
+    significant bits. ``cover`` (the most windows that overlap one voxel) bounds every sum by
+    ``cover`` times the largest value seen; before that bound could pass :data:`_HALF_LIMIT`,
+    the buffer is widened to float32 (logged), so a sum never overflows.
     """
 
     def __init__(
-        self, channels, image_size, roi, axis, labels_out, device, head=None, channels_last=False
+        self,
+        channels,
+        image_size,
+        roi,
+        axis,
+        labels_out,
+        device,
+        head=None,
+        channels_last=False,
+        dtype=torch.float32,
+        cover=1,
     ):
         self.axis = axis
         self.depth = int(roi[axis])
@@ -720,14 +1013,30 @@ class SlabAccumulator:
         extra = 1 if head is not None else 0
         layout = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.buffer = torch.empty(
-            (1, channels + extra, *shape), dtype=torch.float32, device=device, memory_format=layout
+            (1, channels + extra, *shape), dtype=dtype, device=device, memory_format=layout
         )[0].zero_()
         self.offset = 0
         self.size = int(image_size[axis])
         self.labels_out = labels_out
+        self.cover = max(int(cover), 1)
+        self._largest = 1.0  # the weight total is at most `cover` too
 
     def _rows(self, start: int, stop: int) -> torch.Tensor:
         return self.buffer.narrow(self.axis + 1, start, stop - start)
+
+    def _widen_if_needed(self, values: torch.Tensor) -> None:
+        # Over a flat view (a channels-last window's permuted view is contiguous): no copy.
+        dense = values.permute(1, 2, 3, 0) if values.stride(0) == 1 else values
+        low, high = torch.aminmax(dense.reshape(-1))
+        self._largest = max(self._largest, -float(low), float(high))
+        if self._largest * self.cover > _HALF_LIMIT:
+            log.warning(
+                "window values up to %.3g over %d overlapping windows could overflow a "
+                "half-precision sum: accumulating in float32 from here on",
+                self._largest,
+                self.cover,
+            )
+            self.buffer = self.buffer.float()
 
     def add(self, corner: Sequence[int], values: torch.Tensor, weight: torch.Tensor | None) -> None:
         """Add one window's ``(channels, *roi)`` values at image corner ``corner``."""
@@ -735,11 +1044,23 @@ class SlabAccumulator:
         for a, (c, r) in enumerate(zip(corner, values.shape[1:], strict=True)):
             c = c - self.offset if a == self.axis else c
             index.append(slice(c, c + r))
-        if self.head is None:
-            target = self.buffer[tuple(index)]
-        else:
-            target = self.buffer[(slice(0, -1), *index[1:])]
-            total = self.buffer[(-1, *index[1:])]
+        if self.buffer.dtype != torch.float32:
+            self._widen_if_needed(values)
+        region = self.buffer[tuple(index)]
+        if region.dtype == torch.float32:
+            self._accumulate(region, values, weight)
+            return
+        for a in range(0, values.shape[1], _ADD_PLANES):
+            part = region[:, a : a + _ADD_PLANES]
+            wide = part.float()
+            w = None if weight is None else weight[a : a + _ADD_PLANES]
+            self._accumulate(wide, values[:, a : a + _ADD_PLANES], w)
+            part.copy_(wide)
+
+    def _accumulate(self, region: torch.Tensor, values: torch.Tensor, weight) -> None:
+        target = region if self.head is None else region[:-1]
+        if self.head is not None:
+            total = region[-1]
             if weight is None:
                 total.add_(1.0)
             else:
@@ -753,14 +1074,15 @@ class SlabAccumulator:
         rows = self._rows(start, stop)
         if self.head is None:
             return torch.argmax(rows, dim=0)
-        features, total = rows[:-1], rows[-1]
+        features, total = rows[:-1], rows[-1].float()
         if features.stride(0) == 1:  # channels last: (voxels, features) rows
-            flat = features.permute(1, 2, 3, 0).reshape(-1, features.shape[0])
+            flat = features.permute(1, 2, 3, 0).reshape(-1, features.shape[0]).float()
+            # (voxels, classes): torch's argmax over the last dim is the fast one here.
             logits = flat @ self.head.weight.T
             if self.head.bias is not None:
                 logits.addr_(total.reshape(-1), self.head.bias)
             return torch.argmax(logits, dim=1).reshape(total.shape)
-        flat = features.reshape(features.shape[0], -1)
+        flat = features.reshape(features.shape[0], -1).float()
         logits = self.head.weight @ flat
         if self.head.bias is not None:
             logits.addcmul_(self.head.bias[:, None], total.reshape(1, -1))
@@ -843,6 +1165,7 @@ def sliding_window_labels(
     head: LinearHead | None = None,
     slab_axis: int | None = None,
     workers: int = 1,
+    accumulate: str = "float32",
 ) -> np.ndarray:
     """Class labels (uint8, argmax over classes) of ``image`` by sliding-window inference.
 
@@ -853,9 +1176,13 @@ def sliding_window_labels(
     shorter than the ROI are zero-padded as MONAI does. Returns an array of ``image``'s shape.
     ``slab_axis`` (default: the one with the smallest accumulator) is the streaming axis.
     ``workers`` batches of windows run at once (threads; the sums are still added in order).
+    ``accumulate``: the precision of the running sums, ``float32`` (labels as MONAI's up to
+    float rounding) or ``float16`` (half the accumulator; see :class:`SlabAccumulator`).
     """
     if n_classes > 256:
         raise ValueError(f"{n_classes} classes do not fit uint8 labels")
+    if accumulate not in ACCUMULATE:
+        raise ValueError(f"accumulate must be one of {ACCUMULATE}, got {accumulate!r}")
     device = torch.device(device)
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
@@ -873,7 +1200,18 @@ def sliding_window_labels(
 
     source = torch.from_numpy(image)
     labels = np.zeros(size, dtype=np.uint8)
-    acc = SlabAccumulator(channels, size, roi, axis, labels, device, head, channels_last)
+    acc = SlabAccumulator(
+        channels,
+        size,
+        roi,
+        axis,
+        labels,
+        device,
+        head,
+        channels_last,
+        dtype=getattr(torch, accumulate),
+        cover=max_cover(size, roi, overlap),
+    )
     weight = importance_map(roi, mode, sigma_scale, device)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     use_amp = amp and device.type == "cuda"
@@ -895,6 +1233,10 @@ def sliding_window_labels(
                     f"network returned {tuple(values.shape)} for windows of {roi}; expected "
                     f"(batch, {channels}, *{roi})"
                 )
+            if workers > 1 and values.dtype == torch.float32:
+                # A worker may start its next window before this one is added, and a predictor
+                # may reuse its output buffer (StreamlinedUNETR): keep a copy.
+                return values.clone()
             return values.float()
 
     with torch.inference_mode():
@@ -924,7 +1266,8 @@ def mirrored(predictor: Callable[[torch.Tensor], torch.Tensor], axes: Sequence[i
     ][1:]
 
     def run(windows: torch.Tensor) -> torch.Tensor:
-        total = predictor(windows)
+        # A copy: the predictor may reuse its output buffer on the next call.
+        total = predictor(windows).clone()
         for dims in flips:
             # torch.flip keeps the input's memory layout (channels-last stays channels-last).
             total.add_(torch.flip(predictor(torch.flip(windows, dims)), dims))
@@ -951,6 +1294,7 @@ def predict_labels(
         amp=settings.amp,
         head=segmenter.head,
         workers=settings.workers if segmenter.device.type == "cpu" else 1,
+        accumulate=settings.accumulate,
     )
 
 
@@ -994,6 +1338,19 @@ def use_cpu_threads(settings: InferSettings, threads: int, device: torch.device)
     except RuntimeError:
         pass  # fixed once torch has run parallel work in this process
     return replace(settings, workers=workers)
+
+
+def max_cover(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """The most windows that overlap one voxel of an image of ``image_size`` (already padded
+    to at least the ROI): per axis, the most window spans over one coordinate, multiplied."""
+    steps = scan_interval(image_size, roi, overlap)
+    cover = 1
+    for size, r, step in zip(image_size, roi, steps, strict=True):
+        counts = np.zeros(int(size), dtype=np.int64)
+        for start in axis_starts(int(size), int(r), int(step)):
+            counts[start : start + int(r)] += 1
+        cover *= int(counts.max())
+    return cover
 
 
 def count_windows(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> int:
