@@ -26,6 +26,7 @@ within one run.
 
     python bench/bench_infer.py [--threads 2] [--repeat 2] [--shape 300 133 225] [--net paper]
     python bench/bench_infer.py --net tiny --shape 120 60 90      # quick check (seconds)
+    python bench/bench_infer.py --device cuda --methods "streamed, 1 worker"   # on a GPU
 """
 
 from __future__ import annotations
@@ -133,8 +134,9 @@ def worker(args) -> None:
     if plain:
         # MONAI's call is one loop: all the threads go to torch (no window workers).
         overrides["workers"] = 1
-    settings = infer.InferSettings(overlap=args.overlap, device="cpu", **overrides)
-    settings = infer.use_cpu_threads(settings, threads, torch.device("cpu"))
+    device = torch.device(args.device)
+    settings = infer.InferSettings(overlap=args.overlap, device=args.device, **overrides)
+    settings = infer.use_cpu_threads(settings, threads, device)
     cfg = NETWORKS[args.net]
     torch.manual_seed(args.seed)
     net = build_network("bench", dict(cfg), N_CLASSES).eval()
@@ -143,29 +145,39 @@ def worker(args) -> None:
     if plain:
         from monai.inferers import sliding_window_inference
 
+        net.to(device)
+
         def run():
             with torch.no_grad():
-                x = torch.from_numpy(image)[None, None]
+                x = torch.from_numpy(image)[None, None].to(device)
                 out = sliding_window_inference(
                     x, roi, args.plain_sw_batch_size, net, overlap=args.overlap
                 )
-                return torch.argmax(out, dim=1)[0].to(torch.uint8).numpy()
+                return torch.argmax(out, dim=1)[0].to(torch.uint8).cpu().numpy()
     else:
-        seg = infer.prepare_network(net, N_CLASSES, torch.device("cpu"), settings)
+        seg = infer.prepare_network(net, N_CLASSES, device, settings)
 
         def run():
             return infer.predict_labels(image, seg, roi, settings)
 
-    if not plain and settings.reuse_memory:
+    if not plain and settings.reuse_memory and device.type == "cpu":
         infer.reuse_freed_memory()
+    if device.type == "cuda":
+        # A cohort's predict job is warm after its first scan: time a second call.
+        run()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     before = rss_now_mb()
     c0, t0 = time.process_time(), time.perf_counter()
     labels = run()
+    infer.synchronise(device)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     np.save(args.out, labels)
     out = {"seconds": seconds, "cpu_s": cpu, "peak_mb": peak, "before_mb": before}
     out["torch_threads"] = torch.get_num_threads()
+    if device.type == "cuda":
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     print(json.dumps(out))
 
 
@@ -173,7 +185,7 @@ def run_worker(method, args, out) -> dict:
     cmd = [sys.executable, __file__, "--worker", method, "--out", str(out)]
     cmd += ["--threads", str(args.threads), "--net", args.net, "--seed", str(args.seed)]
     cmd += ["--overlap", str(args.overlap), "--plain-sw-batch-size", str(args.plain_sw_batch_size)]
-    cmd += ["--shape", *map(str, args.shape)]
+    cmd += ["--shape", *map(str, args.shape), "--device", args.device]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         sys.exit(f"worker {method!r} failed:\n{done.stderr}")
@@ -196,6 +208,12 @@ def main() -> None:
         help="'plain' always runs (the reference)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: every method on the GPU, timed on a second (warm) call; GPU peak printed",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -221,9 +239,10 @@ def main() -> None:
                 res = run_worker(m, args, out)
                 res["labels"] = out
                 results[m].append(res)
+                gpu = f"  GPU peak {res['gpu_peak_mb']:6.0f} MB" if "gpu_peak_mb" in res else ""
                 print(
                     f"  run {r + 1} {m:26s} {res['seconds']:7.1f} s  cpu {res['cpu_s']:7.1f} s  "
-                    f"peak {res['peak_mb']:6.0f} MB  torch threads {res['torch_threads']}",
+                    f"peak {res['peak_mb']:6.0f} MB  torch threads {res['torch_threads']}{gpu}",
                     flush=True,
                 )
         reference = np.load(results["plain"][0]["labels"])
@@ -244,10 +263,13 @@ def main() -> None:
             peak = statistics.median(x["peak_mb"] for x in runs)
             work = statistics.median(x["peak_mb"] - x["before_mb"] for x in runs)
             same = float((np.load(runs[0]["labels"]) == reference).mean())
+            gpu = ""
+            if "gpu_peak_mb" in runs[0]:
+                gpu = f"  GPU peak {statistics.median(x['gpu_peak_mb'] for x in runs):.0f} MB"
             print(
                 f"{m:26s} {s:8.1f} {base_s / s:8.2f}x {cpu:7.1f} {base_cpu / cpu:8.2f}x "
                 f"{peak:8.0f} {peak / base_peak:8.2f} "
-                f"{work:8.0f} {work / base_work:8.2f} {100 * same:11.3f}%"
+                f"{work:8.0f} {work / base_work:8.2f} {100 * same:11.3f}%{gpu}"
             )
 
 
