@@ -15,14 +15,14 @@ logits, so float rounding differences flip a few voxels; trained weights flip fe
 "plain, 1 thread" (not run by default) shows MONAI's own noise floor and how much of a 2-thread
 run's time goes to the two threads waiting for each other on a busy machine.
 
-Methods: "streamed, network as is" isolates the streaming (no network changes, float32
-sums, one worker, memory returned to the system as usual); "streamed, 1 worker" is the
-default: the network changes of ``thighct.infer.prepare_network`` (in-place up-blocks among
-them), half-precision sums and the reuse of freed memory of
-``thighct.infer.reuse_freed_memory`` (2 torch threads on one window); "... float32 sums" and
-"... memory returned" each undo one of the last two; "streamed, 2 workers" runs two windows at
-once, one thread each (a second window's activations). Timings on a shared machine vary with its load (printed); compare methods
-within one run.
+Methods: "streamed, network as is" isolates the streaming (no network changes, float32 sums,
+one worker, memory returned to the system as usual); "streamed, 1 worker" is the default: the
+network changes of ``thighct.infer.prepare_network`` (in-place up-blocks among them), half-
+precision sums and the reuse of freed memory of ``thighct.infer.reuse_freed_memory`` (2 torch
+threads on one window); "... float32 sums" and "... memory returned" each undo one of the last
+two; "streamed, 2 workers" runs two windows at once, one thread each (a second window's
+activations). Timings on a shared machine vary with its load (printed); compare methods within
+one run.
 
     python bench/bench_infer.py [--threads 2] [--repeat 2] [--shape 300 133 225] [--net paper]
     python bench/bench_infer.py --net tiny --shape 120 60 90      # quick check (seconds)

@@ -368,8 +368,8 @@ class OneChannelResBlock(nn.Module):
 
 
 class StreamlinedUNETR(nn.Module):
-    """UNETR's forward pass (MONAI's or :class:`thighct.models.PatchUNETR`) with its last,
-    full-resolution stage computed in place.
+    """UNETR's forward pass (MONAI's or :class:`thighct.models.PatchUNETR`) with its up-blocks
+    computed in place.
 
     MONAI's forward computes ``encoder1`` first and keeps it through the whole transformer and
     decoder, upsamples the decoder, copies both into a new concatenation and runs the last
@@ -381,8 +381,9 @@ class StreamlinedUNETR(nn.Module):
     runs, and the last block's convolutions of the concatenation are computed as the sum of
     convolutions of its two halves (oneDNN convolutions that add into a buffer), so the
     concatenation is never built; its 1x1x1 residual projection overwrites the upsampled
-    features voxel by voxel. Same operations and results up to float rounding.
-    Where a part is not the expected MONAI block, the stage runs as MONAI's blocks do.
+    features voxel by voxel. The lower up-blocks run the same way (:meth:`_up_block`) in
+    buffers of their own, the skip features taking the result. Same operations and results up
+    to float rounding. Where a part is not the expected MONAI block, it runs as MONAI's does.
     """
 
     def __init__(
