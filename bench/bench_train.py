@@ -33,10 +33,19 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from benchlog import command_line, machine_line, write_section  # noqa: E402
 
 from thighct.labels import read_labels  # noqa: E402
 from thighct.models import build_network, count_parameters, network_roi  # noqa: E402
-from thighct.train import TrainSettings, make_loss, make_optimizer  # noqa: E402
+from thighct.train import (  # noqa: E402
+    TrainSettings,
+    autocast_dtype,
+    cpu_has_native_bf16,
+    make_loss,
+    make_optimizer,
+)
 
 
 def load_config(*names: str) -> dict:
@@ -56,16 +65,18 @@ def _merge(base: dict, over: dict) -> None:
 
 
 def time_steps(model, net_cfg, train_cfg, n_classes, crops, steps, warmup, device) -> dict:
-    """Median seconds of one optimiser step on ``crops`` random crops."""
+    """Median seconds of one optimiser step on ``crops`` random crops, run as rule train runs
+    it (``train.precision`` and ``train.channels_last`` of ``train_cfg``)."""
     torch.manual_seed(0)
     settings = TrainSettings.from_config(train_cfg)
-    net = build_network(model, net_cfg, n_classes).to(device).train()
+    fmt = torch.channels_last_3d if settings.channels_last else torch.contiguous_format
+    net = build_network(model, net_cfg, n_classes).to(device).to(memory_format=fmt).train()
     optimizer = make_optimizer(net, settings)
     loss_fn = make_loss(settings.loss)
-    amp = device.type == "cuda" and settings.amp
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    dtype = autocast_dtype(settings, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     roi = network_roi(net_cfg)
-    images = torch.rand(crops, 1, *roi, device=device)
+    images = torch.rand(crops, 1, *roi, device=device).contiguous(memory_format=fmt)
     labels = torch.randint(0, n_classes, (crops, 1, *roi), device=device)
     times, cpu = [], []
     for k in range(warmup + steps):
@@ -73,7 +84,7 @@ def time_steps(model, net_cfg, train_cfg, n_classes, crops, steps, warmup, devic
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = loss_fn(net(images), labels)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -92,21 +103,34 @@ def time_steps(model, net_cfg, train_cfg, n_classes, crops, steps, warmup, devic
         "seconds": statistics.median(times),
         "cpu_seconds": statistics.median(cpu),
         "gpu_gib": peak,
+        "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
     }
+
+
+#: Variants measured side by side: (name, train.precision, train.channels_last).
+VARIANTS = {
+    "float32": ("float32", False),
+    "bfloat16": ("bfloat16", False),
+    "float32+cl": ("float32", True),
+    "bfloat16+cl": ("bfloat16", True),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="unetr,unet")
     parser.add_argument("--sizes", default="default,paper")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (default size)")
-    parser.add_argument("--paper-steps", type=int, default=2, help="timed steps (paper size)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="of " + ", ".join(VARIANTS))
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round (default size)")
+    parser.add_argument("--paper-steps", type=int, default=2, help="timed steps per round (paper)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over the variants")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--paper-crops", type=int, default=None, help="crops per paper step (CPU default 2)"
     )
+    parser.add_argument("--markdown", action="store_true", help="write docs/benchmarks.md")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -116,47 +140,76 @@ def main() -> None:
         "default": load_config("config.yaml"),
         "paper": load_config("config.yaml", "paper.yaml"),
     }
-    where = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {args.threads} thread(s)"
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    machine = machine_line(args.threads, args.device)
+    native = cpu_has_native_bf16()
+    print(f"# bench_train: {machine}; native bfloat16: {native}")
+    header = (
+        "| model | size | variant | ran in | crops/step | s/step | samples/s | CPU s/step "
+        "| vs float32 | GPU GiB | note |"
     )
-    print(f"# bench_train on {where}; torch {torch.__version__}; {n_classes} classes")
-    print(
-        f"{'model':6s} {'size':8s} {'params':>11s} {'roi':>12s} {'crops/step':>10s} "
-        f"{'s/step':>9s} {'samples/s':>10s} {'CPU s/step':>10s} {'GPU GiB':>8s}  note"
-    )
+    lines = [header, "|" + "---|" * 11]
+    print(header)
+    print(lines[1])
     for size in args.sizes.split(","):
         cfg = configs[size]
         per_step = cfg["train"]["batch_size"] * cfg["train"]["crops_per_image"]
         crops, note = per_step, ""
-        if size == "paper" and device.type == "cpu":
+        if size == "paper" and (device.type == "cpu" or args.paper_crops):
             crops = args.paper_crops or 2
-            note = f"projected from {crops} crops/step" if crops != per_step else ""
-        elif size == "paper" and args.paper_crops:
-            crops = args.paper_crops
             note = f"projected from {crops} crops/step" if crops != per_step else ""
         steps = args.paper_steps if size == "paper" else args.steps
         for model in args.models.split(","):
-            r = time_steps(
-                model,
-                cfg["networks"][model],
-                {**cfg["train"], "epochs": 1},  # only the step is timed
-                n_classes,
-                crops,
-                steps,
-                args.warmup,
-                device,
-            )
-            seconds = r["seconds"] * per_step / crops
-            cpu_seconds = r["cpu_seconds"] * per_step / crops
-            roi = "x".join(map(str, r["roi"]))
-            print(
-                f"{model:6s} {size:8s} {r['params']:>11,d} {roi:>12s} {per_step:>10d} "
-                f"{seconds:>9.3f} {per_step / seconds:>10.2f} {cpu_seconds:>10.3f} "
-                f"{r['gpu_gib']:>8.2f}  {note}",
-                flush=True,
-            )
+            runs: dict[str, list[dict]] = {v: [] for v in variants}
+            for _ in range(args.rounds):  # variants alternate, so load hits all alike
+                for v in variants:
+                    precision, channels_last = VARIANTS[v]
+                    train_cfg = {
+                        **cfg["train"],
+                        "epochs": 1,  # only the step is timed
+                        "precision": precision,
+                        "channels_last": channels_last,
+                    }
+                    runs[v].append(
+                        time_steps(
+                            model,
+                            cfg["networks"][model],
+                            train_cfg,
+                            n_classes,
+                            crops,
+                            steps,
+                            args.warmup,
+                            device,
+                        )
+                    )
+            base = None
+            for v in variants:
+                r = runs[v][0]
+                seconds = statistics.median(x["seconds"] for x in runs[v]) * per_step / crops
+                cpu_s = statistics.median(x["cpu_seconds"] for x in runs[v]) * per_step / crops
+                base = seconds if v == "float32" else base
+                ratio = f"{base / seconds:.2f}x" if base else ""
+                roi = "x".join(map(str, r["roi"]))
+                line = (
+                    f"| {model} | {size} ({roi}) | {v} | {r['precision']} | {per_step} "
+                    f"| {seconds:.3f} | {per_step / seconds:.2f} | {cpu_s:.3f} | {ratio} "
+                    f"| {r['gpu_gib']:.2f} | {note} |"
+                )
+                lines.append(line)
+                print(line, flush=True)
+    if args.markdown:
+        body = (
+            "One optimiser step of rule train (forward, loss, backward, AdamW) on random crops, "
+            f'median of {args.rounds} rounds in which the variants alternate; "vs float32" is '
+            'the float32 step time over the variant\'s. "ran in" is the precision that really '
+            "ran (bfloat16 falls back to float32 on a CPU without native bfloat16). "
+            f"Native bfloat16 on this CPU: {native}.\n\n" + "\n".join(lines)
+        )
+        path = write_section("Training step (bench_train.py)", command_line(), machine, body)
+        print(f"# wrote {path}")
 
 
 if __name__ == "__main__":

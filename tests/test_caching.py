@@ -2,14 +2,13 @@
 
 After one finished run (the shared `tiny_run`), Snakemake's dry run (`snakemake -n`) shows
 what a change would rerun. Snakemake 9 reruns a job when an input is newer (mtime), when its
-params, input set, software env or code changed. A rule's `script:` is tracked but not the
-library modules it imports, so every rule lists the modules it uses as inputs (`lib(...)` in
-common.smk): editing a module is then an updated input.
+params, input set, software env or code changed. Run settings stay out of params
+(thighct.run_settings); the library code a rule runs is a param (its fingerprint,
+thighct.fingerprint), tested on a copy of the repository in tests/test_code_tracking.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -17,8 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY, run_snakemake
-from rule_inventory import inventory
+from conftest import TINY, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -122,29 +120,61 @@ def test_one_models_window_settings_rerun_only_that_models_predictions_and_below
             assert "Input files updated by another job" in job["reason"], job
 
 
-@pytest.mark.parametrize("module", ["plots/style", "preprocess"])
-def test_editing_a_library_module_reruns_the_rules_that_use_it(tiny_run, module):
-    path = REPO / "src" / "thighct" / f"{module}.py"
-    users = {r["name"] for r in inventory() if str(path) in r["input"]}
-    assert users, f"no rule lists thighct/{module}.py as input"
-    # An edit of the content: Snakemake ignores a newer mtime when the checksum is unchanged.
-    original, stat = path.read_bytes(), path.stat()
-    try:
-        path.write_bytes(original + b"\n# edited by tests/test_caching.py\n")
-        jobs = planned_jobs(tiny_run)
-    finally:
-        path.write_bytes(original)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    planned = rules_of(jobs)
-    assert users <= planned, f"not rerun: {sorted(users - planned)}"
-    # Snakemake names one reason per job: a user downstream of another user may show only
-    # "Input files updated by another job"; no other rule names the module.
-    named = {j["rule"] for j in jobs if str(path) in j["reason"]}
-    assert named and named <= users, sorted(named - users)
-    # Everything else that reruns does so because a rerun job updates its input.
+# Keys that change how fast or where a job runs, never what it writes (thighct.run_settings):
+# changing any of them on a finished run leaves nothing to do.
+RUN_ONLY_CHANGES = {
+    "train.threads": {"train": {"threads": 2}},
+    "train.resources": {
+        "train": {"resources": {"gpu": 0, "gpu_model": "", "runtime": 999, "mem_mb": 9999}}
+    },
+    "train.checkpoint_every": {"train": {"checkpoint_every": 7}},
+    "train.checkpoint_dir": {"train": {"checkpoint_dir": "elsewhere"}},
+    "train.sw_batch_size": {"train": {"sw_batch_size": 1}},
+    "train.cache_rate": {"train": {"cache_rate": 0.5}},
+    "train.channels_last": {"train": {"channels_last": True}},
+    "infer.threads": {"infer": {"threads": 2}},
+    "infer.resources": {"infer": {"resources": {"gpu": 1, "gpu_model": "h100", "mem_mb": 999}}},
+    "infer.device": {"infer": {"device": "cpu"}},
+    "infer.workers": {"infer": {"workers": 2}},
+    "infer.reuse_memory": {"infer": {"reuse_memory": False}},
+    "infer.sw_batch_size": {"infer": {"sw_batch_size": 1}},
+    "infer.by_model sw_batch_size": {"infer": {"by_model": {"unet": {"sw_batch_size": 2}}}},
+    "infer.channels_last": {"infer": {"channels_last": False}},
+    "infer.fast_norm": {"infer": {"fast_norm": False}},
+    "infer.split_head": {"infer": {"split_head": False}},
+    "infer.fuse_blocks": {"infer": {"fuse_blocks": False}},
+    "evaluate.resources": {"evaluate": {"resources": {"runtime": 99, "mem_mb": 9999}}},
+}
+
+
+@pytest.mark.parametrize("change", list(RUN_ONLY_CHANGES.values()), ids=list(RUN_ONLY_CHANGES))
+def test_a_run_setting_change_reruns_nothing(tiny_run, tmp_path, change):
+    changed = override(tmp_path, "run", change)
+    assert planned_jobs(tiny_run, configs=[changed]) == []
+    proc = run_snakemake(tiny_run, "--list-changes", "params", configfiles=[TINY, changed])
+    listed = [line for line in proc.stdout.splitlines() if line.startswith("results/")]
+    assert not listed, listed
+
+
+@pytest.mark.parametrize(
+    ("change", "rerun"),
+    [
+        ({"train": {"lr": 1.0e-3}}, re.compile(r"^train$")),
+        ({"train": {"precision": "float32"}}, re.compile(r"^train$")),
+        ({"infer": {"overlap": 0.5}}, re.compile(r"^predict_\w+_chunk\d+$")),
+        ({"infer": {"accumulate": "float32"}}, re.compile(r"^predict_\w+_chunk\d+$")),
+    ],
+    ids=["train.lr", "train.precision", "infer.overlap", "infer.accumulate"],
+)
+def test_a_science_key_reruns_its_rule_and_what_depends_on_it(tiny_run, tmp_path, change, rerun):
+    changed = override(tmp_path, "science", change)
+    jobs = planned_jobs(tiny_run, configs=[changed])
+    direct = {j["rule"] for j in jobs if j["reason"].startswith("Params have changed")}
+    assert direct and all(rerun.match(r) for r in direct), direct
     for job in jobs:
-        if job["rule"] not in users:
+        if job["rule"] not in direct:
             assert "Input files updated by another job" in job["reason"], job
+    assert not any(r.startswith(("preprocess", "ingest", "synthetic")) for r in rules_of(jobs))
 
 
 def test_adding_one_subject_runs_its_own_jobs_and_the_aggregates_only(tiny_run, tmp_path):

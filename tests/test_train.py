@@ -81,7 +81,10 @@ def test_one_epoch_of_each_network_writes_a_loadable_model_and_a_log(tmp_path, m
     assert not train.checkpoint_path(cfg["checkpoint_dir"], model).exists()
 
 
-def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path, precision):
+    if precision == "bfloat16" and not train.cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bfloat16 (training would run in float32)")
     labels, net_cfg = small_labels(), TINY["networks"]["unet"]
     data = phantoms(4, 3), phantoms(1, 4)
     # With brightness/contrast augmentation on: its draws must resume too.
@@ -97,6 +100,7 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
         scale_prob=0.5,
         scale_range=0.15,
         flip_prob=0.5,
+        precision=precision,
     )
 
     whole = train.train_model(
@@ -120,6 +124,7 @@ def test_a_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     )
 
     assert resumed_epochs == [4]
+    assert whole.precision == resumed.precision == precision
     a, b = whole.net.state_dict(), resumed.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     cols = ["epoch", "train_loss", "val_dice", "lr"]
@@ -290,3 +295,64 @@ def test_intensity_augmentation_is_a_seeded_affine_change_per_crop():
         assert 0.8 - 1e-4 <= a <= 1.2 + 1e-4 and abs(b) <= 0.1 + 1e-4
         np.testing.assert_allclose(out.numpy(), a * crop.numpy() + b, atol=1e-5)
     assert not torch.equal(first, images)
+
+
+CPUINFO_X86 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+CPUINFO_OLD = "processor\t: 0\nflags\t\t: fpu avx2 avx512f\n"
+CPUINFO_ARM = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
+    for text, expected in [(CPUINFO_X86, True), (CPUINFO_OLD, False), (CPUINFO_ARM, True)]:
+        path = tmp_path / "cpuinfo"
+        path.write_text(text)
+        assert train.cpu_has_native_bf16(path) is expected
+    assert train.cpu_has_native_bf16(tmp_path / "missing") is False
+
+
+@pytest.mark.parametrize(
+    ("precision", "amp", "device", "native", "expected"),
+    [
+        ("auto", True, "cpu", True, torch.bfloat16),
+        ("auto", True, "cpu", False, None),  # never emulated bfloat16
+        ("bfloat16", True, "cpu", False, None),
+        ("float32", True, "cpu", True, None),
+        ("auto", True, "cuda", True, torch.float16),  # CUDA: train.amp decides
+        ("bfloat16", False, "cuda", True, None),
+    ],
+)
+def test_the_autocast_dtype_follows_precision_device_and_cpu(
+    monkeypatch, precision, amp, device, native, expected
+):
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda *a: native)
+    settings_ = train.TrainSettings.from_config({"epochs": 1, "precision": precision, "amp": amp})
+    assert train.autocast_dtype(settings_, torch.device(device)) is expected
+
+
+def test_an_unknown_precision_is_refused_with_the_allowed_values():
+    with pytest.raises(train.ThighctError, match="auto, float32 or bfloat16"):
+        train.TrainSettings.from_config({"epochs": 1, "precision": "fp8"})
+
+
+def test_channels_last_is_a_memory_layout_not_other_arithmetic(tmp_path):
+    labels, net_cfg = small_labels(), TINY["networks"]["unet"]
+    torch.manual_seed(0)
+    net = train.build_network("unet", net_cfg, labels.n_classes).eval()
+    x = torch.rand(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        plain = net(x)
+        net_cl = net.to(memory_format=torch.channels_last_3d)
+        cl = net_cl(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(plain, cl, rtol=1e-4, atol=1e-5)
+    # Training in channels-last writes plain (contiguous) weights.
+    result = train.train_model(
+        "unet",
+        net_cfg,
+        settings(tmp_path, epochs=1, channels_last=True),
+        labels,
+        phantoms(2, 5),
+        phantoms(1, 6),
+        seed=3,
+    )
+    assert all(v.is_contiguous() for v in result.net.state_dict().values())
+    assert 0 <= result.best_dice <= 1

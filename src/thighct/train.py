@@ -51,6 +51,7 @@ from .errors import ThighctError
 from .labels import LabelTable
 from .models import atomic_torch_save, build_network, count_parameters, model_meta, network_roi
 from .models import save_model as save_model_file
+from .run_settings import RUN_KEYS
 
 log = logging.getLogger("thighct.train")
 
@@ -58,7 +59,12 @@ LOG_COLUMNS = ["epoch", "train_loss", "val_dice", "lr", "seconds"]
 #: Version of the checkpoint layout; a checkpoint of another version is not resumed.
 CHECKPOINT_VERSION = 1
 #: ``train`` keys that do not change the trained weights (a change to them still resumes).
-NON_TRAINING_KEYS = ("checkpoint_every", "checkpoint_dir", "threads", "resources", "sw_batch_size")
+NON_TRAINING_KEYS = tuple(sorted(RUN_KEYS["train"]))
+
+
+#: ``train.precision`` values: ``auto`` runs bfloat16 autocast on a CPU with native bfloat16
+#: arithmetic and float32 on any other CPU; on CUDA ``amp`` decides (float16 autocast).
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 # ------------------------------------------------------------------------------- settings
@@ -91,6 +97,8 @@ class TrainSettings:
     checkpoint_every: int = 5
     checkpoint_dir: str = "checkpoints"
     amp: bool = True
+    precision: str = "auto"
+    channels_last: bool = False
     cache_rate: float = 1.0
     threads: int = 1
     resources: dict = field(default_factory=dict)
@@ -110,6 +118,12 @@ class TrainSettings:
                 f"train.epochs must be a positive count for this model, got {epochs!r}",
                 fix="set train.epochs to a count, or give every model in `models` its own "
                 "count (train.epochs: {unetr: 8, unet: 20})",
+            )
+        precision = train_cfg.get("precision", "auto")
+        if precision not in PRECISIONS:
+            raise ThighctError(
+                f"train.precision must be one of {list(PRECISIONS)}, got {precision!r}",
+                fix="set train.precision to auto, float32 or bfloat16",
             )
         return cls(**train_cfg)
 
@@ -462,7 +476,7 @@ def validate(
     scores = []
     for item in items:
         image = torch.as_tensor(item["image"])[None].float().to(device)
-        with torch.autocast(device.type, enabled=_amp_on(settings, device)):
+        with _autocast(autocast_dtype(settings, device), device):
             logits = sliding_window_inference(
                 image,
                 roi_size=list(roi),
@@ -477,8 +491,54 @@ def validate(
     return float(np.nanmean(scores)) if scores else float("nan")
 
 
-def _amp_on(settings: TrainSettings, device: torch.device) -> bool:
-    return bool(settings.amp) and device.type == "cuda"
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX-BF16; Arm BF16).
+
+    Without native support, bfloat16 is emulated in float32 and slower than float32 itself.
+    Reads the kernel's CPU flags; False where they cannot be read (not Linux).
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return False
+
+
+def autocast_dtype(settings: TrainSettings, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype training and validation run in, or None for plain float32.
+
+    CUDA: float16 when ``amp`` is on. CPU: bfloat16 when ``precision`` is ``auto`` or
+    ``bfloat16`` and the CPU has native bfloat16 (explicit ``bfloat16`` on another CPU falls
+    back to float32 with a warning: emulated bfloat16 is slower than float32).
+    """
+    if device.type == "cuda":
+        return torch.float16 if settings.amp else None
+    if device.type != "cpu" or settings.precision == "float32":
+        return None
+    if cpu_has_native_bf16():
+        return torch.bfloat16
+    if settings.precision == "bfloat16":
+        log.warning("train.precision bfloat16: this CPU has no native bfloat16; using float32")
+    return None
+
+
+def _autocast(dtype: torch.dtype | None, device: torch.device):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _precision_name(dtype: torch.dtype | None) -> str:
+    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+
+
+def _memory_format(settings: TrainSettings) -> torch.memory_format:
+    return torch.channels_last_3d if settings.channels_last else torch.contiguous_format
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -518,6 +578,7 @@ class TrainResult:
     best_epoch: int
     device: str
     finished: bool
+    precision: str = "float32"
 
 
 def train_model(
@@ -572,6 +633,7 @@ def train_model(
 
     seed_everything(seed)
     net = build_network(model_name, net_cfg, n_classes).to(dev)
+    net = net.to(memory_format=_memory_format(settings))
     optimizer = make_optimizer(net, settings)
     steps_per_epoch = math.ceil(len(train_items) / settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
@@ -579,7 +641,9 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, settings.lr_schedule)
     )
-    scaler = torch.amp.GradScaler(dev.type, enabled=_amp_on(settings, dev))
+    amp_dtype = autocast_dtype(settings, dev)
+    # Loss scaling guards float16 gradients against underflow; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
     loss_fn = make_loss(settings.loss)
 
     cached, crop = crop_pipeline(roi, settings, n_classes)
@@ -620,7 +684,8 @@ def train_model(
         net_cfg.get("arch"),
         count_parameters(net),
         dev,
-        " with mixed precision" if _amp_on(settings, dev) else "",
+        f" in {_precision_name(amp_dtype)}"
+        + (" (channels-last)" if settings.channels_last else ""),
         seed,
         len(train_items),
         len(val_items),
@@ -645,8 +710,9 @@ def train_model(
             images = augment_intensity(images, settings)
             images, targets = augment_scale(images, targets, settings)
             images, targets = augment_flip(images, targets, settings)
+            images = images.contiguous(memory_format=_memory_format(settings))
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, enabled=_amp_on(settings, dev)):
+            with _autocast(amp_dtype, dev):
                 loss = loss_fn(net(images), targets)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -714,6 +780,7 @@ def train_model(
                 best_epoch,
                 str(dev),
                 False,
+                _precision_name(amp_dtype),
             )
 
     if best_state is not None:
@@ -725,8 +792,15 @@ def train_model(
         best_dice, best_epoch = float("nan"), settings.epochs
     ckpt_file.unlink(missing_ok=True)
     _remove_empty_dir(ckpt_file.parent)
+    net = net.cpu().to(memory_format=torch.contiguous_format)
     return TrainResult(
-        net.cpu(), pd.DataFrame(rows, columns=LOG_COLUMNS), best_dice, best_epoch, str(dev), True
+        net,
+        pd.DataFrame(rows, columns=LOG_COLUMNS),
+        best_dice,
+        best_epoch,
+        str(dev),
+        True,
+        _precision_name(amp_dtype),
     )
 
 
@@ -763,6 +837,7 @@ def write_outputs(
         best_val_dice=None if math.isnan(result.best_dice) else float(result.best_dice),
         epochs=int(train_cfg["epochs"]),
         device=result.device,
+        precision=result.precision,
         train=TrainSettings.from_config(train_cfg).training_dict(),
     )
     save_model_file(model_path, result.net, meta)

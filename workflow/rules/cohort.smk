@@ -5,8 +5,6 @@ if SYNTHETIC:
 
     rule synthetic_cohort:
         """The synthetic cohort that mirrors the paper's flow (478 -> 98 -> 72)."""
-        input:
-            lib("cohort"),
         output:
             "results/cohort/cohort.tsv",
         log:
@@ -18,6 +16,7 @@ if SYNTHETIC:
             mem_mb=1000,
             runtime=5,
         params:
+            code=code_of("synthetic_cohort"),
             cohort=config["synthetic_cohort"],
             criteria=CRITERIA,
             cutoffs=CUTOFFS,
@@ -33,7 +32,6 @@ else:
         """Your cohort table, validated (every problem listed at once)."""
         input:
             table=COHORT_TSV,
-            code=lib("cohort"),
         output:
             "results/cohort/cohort.tsv",
         log:
@@ -45,6 +43,7 @@ else:
             mem_mb=1000,
             runtime=5,
         params:
+            code=code_of("cohort_table"),
             criteria=CRITERIA,
         script:
             "../scripts/cohort_table.py"
@@ -54,7 +53,6 @@ rule filter_cohort:
     """Inclusion and exclusion criteria in order, then the train/val split (by sex)."""
     input:
         cohort="results/cohort/cohort.tsv",
-        code=lib("cohort"),
     output:
         flow="results/cohort/flow.tsv",
         included="results/cohort/included.tsv",
@@ -67,6 +65,7 @@ rule filter_cohort:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("filter_cohort"),
         criteria=CRITERIA,
         split=config["split"],
         seed=SEED,
@@ -79,7 +78,6 @@ rule fig1_flow:
     input:
         flow="results/cohort/flow.tsv",
         included="results/cohort/included.tsv",
-        code=lib("plots/style", "plots/flow"),
     output:
         png=report(
             "results/figures/fig1_flow.png",
@@ -96,6 +94,7 @@ rule fig1_flow:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("fig1_flow"),
         dpi=config["plots"]["dpi"],
         colour=config["plots"]["flow_colour"],
     script:
@@ -106,7 +105,6 @@ rule label_tables:
     """3D Slicer colour table and ITK-SNAP label description, so label maps open with names."""
     input:
         labels=LABELS_TSV,
-        code=lib("labels"),
     output:
         slicer="results/labels/thighct_slicer_colors.ctbl",
         itksnap="results/labels/thighct_itksnap_labels.txt",
@@ -118,6 +116,8 @@ rule label_tables:
     resources:
         mem_mb=500,
         runtime=2,
+    params:
+        code=code_of("label_tables"),
     script:
         "../scripts/label_tables.py"
 

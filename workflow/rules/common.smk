@@ -10,7 +10,9 @@ sys.path.insert(
 )  # the library works even without `pip install -e .`
 
 from thighct import cohort as cohort_lib
+from thighct import run_settings
 from thighct.errors import ThighctError
+from thighct.fingerprint import script_fingerprint
 from thighct.labels import read_labels
 
 
@@ -22,15 +24,15 @@ def repo_path(path):
     return str(REPO / p)
 
 
-def lib(*modules):
-    """Library source files, as inputs of the jobs that use them (editing a module reruns them).
+def code_of(script):
+    """Fingerprint of the library code that workflow/scripts/<script>.py imports (a param).
 
-    Snakemake tracks a rule's script but not the modules it imports, so the modules are
-    declared as inputs (their mtimes then trigger reruns).
+    Snakemake tracks a rule's script but not the thighct modules it imports. Their fingerprint
+    (thighct.fingerprint: syntax trees without docstrings, every module imported in turn) goes
+    into params, so a change to the code reruns exactly the jobs that run it, and an edit to
+    a comment or docstring, or a reformat, reruns nothing.
     """
-    return [
-        str(REPO / "src" / "thighct" / f"{m.replace('.', '/')}.py") for m in modules
-    ]
+    return script_fingerprint(REPO / "workflow" / "scripts" / f"{script}.py")
 
 
 def _fail(exc):

@@ -25,6 +25,7 @@ rule evaluate:
         mem_mb=EVAL_CFG["resources"]["mem_mb"],
         runtime=EVAL_CFG["resources"]["runtime"],
     params:
+        code=code_of("evaluate"),
         model=lambda wc: wc.model,
         subjects=VAL,
         subset="validation",
@@ -46,6 +47,7 @@ use rule evaluate as evaluate_fold with:
     wildcard_constraints:
         fold=r"\d+",
     params:
+        code=code_of("evaluate"),
         model=lambda wc: f"{wc.model} fold {wc.fold}",
         subjects=lambda wc: fold_subjects(int(wc.fold), True),
         subset="held-out",
@@ -58,7 +60,6 @@ rule evaluate_cv:
         per_subject=expand(
             "results/metrics/{{model}}/fold{fold}/per_subject.tsv", fold=FOLD_IDS
         ),
-        code=lib("metrics", "io_tables"),
     output:
         per_subject="results/metrics/{model}/cv/per_subject.tsv",
         summary="results/metrics/{model}/cv/summary.tsv",
@@ -71,6 +72,7 @@ rule evaluate_cv:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("evaluate_cv"),
         model=lambda wc: wc.model,
         folds=FOLD_IDS,
     script:
@@ -92,6 +94,7 @@ rule icc:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("icc"),
         models=MODELS,
         eval_subjects=VAL,
         rater2_subjects=RATER2,
@@ -105,7 +108,6 @@ rule compare_models:
         per_subject=expand("results/metrics/{model}/per_subject.tsv", model=MODELS),
         summary=expand("results/metrics/{model}/summary.tsv", model=MODELS),
         labels=LABELS_TSV,
-        code=lib("metrics", "io_tables", "labels"),
     output:
         comparison="results/metrics/comparison.tsv",
     log:
@@ -117,6 +119,7 @@ rule compare_models:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("compare_models"),
         models=MODELS,
         proposed=EVAL_CFG["compare"]["proposed"],
         baseline=EVAL_CFG["compare"]["baseline"],
@@ -129,7 +132,6 @@ rule fig5_table:
     input:
         summary=expand("results/metrics/{model}/summary.tsv", model=MODELS),
         labels=LABELS_TSV,
-        code=lib("metrics", "io_tables", "labels"),
     output:
         tsv="results/tables/fig5_metrics.tsv",
         md="results/tables/fig5_metrics.md",
@@ -142,6 +144,7 @@ rule fig5_table:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("fig5_table"),
         models=MODELS,
         metrics=EVAL_CFG["fig5_metrics"],
         model_names=EVAL_CFG["model_names"],
@@ -154,7 +157,6 @@ rule fig5_metrics:
     input:
         summary=expand("results/metrics/{model}/summary.tsv", model=MODELS),
         labels=LABELS_TSV,
-        code=lib("plots/style", "plots/metrics", "labels"),
     output:
         png=report(
             "results/figures/fig5_metrics.png",
@@ -171,6 +173,7 @@ rule fig5_metrics:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("fig5_metrics"),
         models=MODELS,
         metrics=EVAL_CFG["fig5_metrics"],
         model_names=EVAL_CFG["model_names"],

@@ -11,7 +11,6 @@ def evaluation_pairs(subjects, predictions):
         "pred": expand(predictions, subject=subjects),
         "truth": expand("results/ingested/{subject}/label.nii.gz", subject=subjects),
         "labels": LABELS_TSV,
-        "code": lib("metrics", "io", "io_tables", "labels"),
     }
 
 
@@ -34,7 +33,6 @@ def icc_inputs(wildcards):
         "models": expand("results/volumes/{model}.tsv", model=MODELS),
         "ground_truth": "results/volumes/ground_truth.tsv",
         "labels": LABELS_TSV,
-        "code": lib("metrics", "io_tables", "labels"),
     }
     if RATER2:
         inputs["rater2"] = "results/volumes/rater2.tsv"
@@ -55,7 +53,6 @@ def predict_inputs(model_path, members):
         ),
         "ingested": expand("results/ingested/{subject}/image.nii.gz", subject=members),
         "labels": LABELS_TSV,
-        "code": lib("io", "labels", "models", "preprocess", "infer"),
     }
 
 
@@ -88,7 +85,6 @@ def fig6_inputs(wildcards):
             subject=FIG6_SUBJECTS,
         ),
         "labels": LABELS_TSV,
-        "code": lib("io", "labels", "plots/style", "plots/segmentation"),
     }
     # The Dice in the titles is the one the evaluation reports, when it scores these subjects.
     if set(FIG6_SUBJECTS) <= set(VAL):
@@ -162,7 +158,6 @@ def train_inputs(train_ids, val_ids):
         "val_images": preprocessed(val_ids, "image"),
         "val_labels": preprocessed(val_ids, "label"),
         "labels": LABELS_TSV,
-        "code": lib("io", "labels", "models", "train"),
     }
 
 

@@ -3,24 +3,20 @@
 # IMAT share, side) from predictions and manual labels; Fig 6 (ground truth vs predictions).
 
 INFER_CFG = config["infer"]
-# The settings the predict scripts run with (figure and resources are for other rules), with
-# each model's own window settings (infer.by_model) merged over the shared ones.
-INFER_SHARED = {
-    k: v
-    for k, v in INFER_CFG.items()
-    if k not in ("figure", "resources", "postprocess", "by_model")
-}
-INFER_BY_MODEL = INFER_CFG.get("by_model", {})
-if set(INFER_BY_MODEL) - set(config["networks"]):
+# The settings that shape each model's predictions: the shared ones with the model's own
+# window settings (infer.by_model) merged over them, run settings left out (they reach the
+# predict jobs from the config; thighct.run_settings).
+if set(INFER_CFG.get("by_model", {})) - set(config["networks"]):
     _fail(
         ThighctError(
-            f"infer.by_model names {sorted(set(INFER_BY_MODEL) - set(config['networks']))}, "
+            f"infer.by_model names {sorted(set(INFER_CFG['by_model']) - set(config['networks']))}, "
             f"which are not networks (networks: {sorted(config['networks'])})",
             fix="key infer.by_model by the names under `networks`, or remove the entry",
         )
     )
 INFER_RUN = {
-    model: {**INFER_SHARED, **INFER_BY_MODEL.get(model, {})} for model in MODELS
+    model: run_settings.science("infer", run_settings.infer_for_model(INFER_CFG, model))
+    for model in MODELS
 }
 # The midline uses the pre-processing's body mask (threshold, opening, components).
 BODY_KEYS = [
@@ -77,6 +73,8 @@ for _model in MODELS:
                 mem_mb=INFER_CFG["resources"]["mem_mb"],
                 runtime=INFER_CFG["resources"]["runtime"] * len(_members),
             params:
+                code=code_of("predict"),
+                model=_model,
                 subjects=_members,
                 infer=INFER_RUN[_model],
                 postprocess=POSTPROCESS_PARAMS,
@@ -116,6 +114,8 @@ for _model in MODELS:
                 mem_mb=INFER_CFG["resources"]["mem_mb"],
                 runtime=INFER_CFG["resources"]["runtime"] * max(len(_held_out), 1),
             params:
+                code=code_of("predict"),
+                model=_model,
                 subjects=_held_out,
                 infer=INFER_RUN[_model],
                 postprocess=POSTPROCESS_PARAMS,
@@ -144,14 +144,6 @@ for _source in VOLUME_SOURCES:
                     "results/ingested/{subject}/image.nii.gz", subject=_members
                 ),
                 labels=LABELS_TSV,
-                code=lib(
-                    "io",
-                    "io_tables",
-                    "labels",
-                    "preprocess",
-                    "volume_tables",
-                    "volumes",
-                ),
             output:
                 tables=expand(
                     f"results/volumes/{_source}/{{subject}}.tsv", subject=_members
@@ -165,6 +157,7 @@ for _source in VOLUME_SOURCES:
                 mem_mb=4000,
                 runtime=2 + len(_members),
             params:
+                code=code_of("volumes_subject"),
                 source=_source,
                 subjects=_members,
                 volumes=VOLUME_PARAMS,
@@ -180,7 +173,6 @@ rule volumes:
             source=wc.source,
             subject=VOLUME_SUBJECTS[wc.source],
         ),
-        code=lib("io_tables", "volume_tables"),
     output:
         table="results/volumes/{source}.tsv",
     log:
@@ -194,6 +186,7 @@ rule volumes:
         mem_mb=2000,
         runtime=5,
     params:
+        code=code_of("volumes"),
         subjects=lambda wc: VOLUME_SUBJECTS[wc.source],
     script:
         "../scripts/volumes.py"
@@ -222,6 +215,7 @@ rule fig6_examples:
         mem_mb=4000,
         runtime=5,
     params:
+        code=code_of("fig6_examples"),
         subjects=FIG6_SUBJECTS,
         models=MODELS,
         model_names=config["evaluate"]["model_names"],

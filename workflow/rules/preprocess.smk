@@ -19,7 +19,6 @@ for _chunk, _members in CHUNKS.items():
             labels=[subject_row(s)["label"] for s in _ann],
             labels_rater2=[subject_row(s)["label_rater2"] for s in _r2],
             label_table=LABELS_TSV,
-            code=lib("io", "ingest"),
         output:
             images=expand("results/ingested/{subject}/image.nii.gz", subject=_members),
             infos=expand("results/ingested/{subject}/info.json", subject=_members),
@@ -44,6 +43,7 @@ for _chunk, _members in CHUNKS.items():
             mem_mb=4000,
             runtime=5 + 2 * len(_members),
         params:
+            code=code_of("ingest"),
             subjects=_members,
             annotated=_ann,
             rater2=_r2,
@@ -63,7 +63,6 @@ for _chunk, _members in CHUNKS.items():
         input:
             images=expand("results/ingested/{subject}/image.nii.gz", subject=_members),
             labels=expand("results/ingested/{subject}/label.nii.gz", subject=_labelled),
-            code=lib("io", "preprocess"),
         output:
             images=expand(
                 "results/preprocessed/{subject}/image.nii.gz", subject=_members
@@ -85,6 +84,7 @@ for _chunk, _members in CHUNKS.items():
             mem_mb=6000,
             runtime=10 + 2 * len(_members),
         params:
+            code=code_of("preprocess"),
             subjects=_members,
             labelled=_labelled,
             preprocess={k: v for k, v in config["preprocess"].items() if k != "figure"},
@@ -102,7 +102,6 @@ rule fig3_preprocessing:
         raw=f"results/ingested/{FIG3_SUBJECT}/image.nii.gz",
         image=f"results/preprocessed/{FIG3_SUBJECT}/image.nii.gz",
         transform=f"results/preprocessed/{FIG3_SUBJECT}/transform.json",
-        code=lib("io", "preprocess", "plots/style", "plots/preprocessing"),
     output:
         png=report(
             "results/figures/fig3_preprocessing.png",
@@ -118,6 +117,7 @@ rule fig3_preprocessing:
         mem_mb=4000,
         runtime=5,
     params:
+        code=code_of("fig3_preprocessing"),
         subject=FIG3_SUBJECT,
         figure=config["preprocess"]["figure"],
         dpi=config["plots"]["dpi"],

@@ -40,7 +40,6 @@ rule adjust_volumes:
         volumes=SARCOPENIA_SOURCES[SARCOPENIA["source"]],
         cohort="results/cohort/included.tsv",
         labels=LABELS_TSV,
-        code=lib("stats", "labels", "io_tables"),
     output:
         table="results/sarcopenia/adjusted_volumes.tsv",
         excluded="results/sarcopenia/excluded.tsv",
@@ -53,6 +52,7 @@ rule adjust_volumes:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("adjust_volumes"),
         source=SARCOPENIA["source"],
         definition=SARCOPENIA["definition"],
         cutoffs=SARCOPENIA["cutoffs"],
@@ -66,7 +66,6 @@ rule correlate:
     """
     input:
         adjusted="results/sarcopenia/adjusted_volumes.tsv",
-        code=lib("stats", "io_tables"),
     output:
         muscles="results/sarcopenia/correlations_muscles.tsv",
         groups="results/sarcopenia/correlations_groups.tsv",
@@ -79,6 +78,7 @@ rule correlate:
         mem_mb=1000,
         runtime=10,
     params:
+        code=code_of("correlate"),
         settings=SARCOPENIA_CORRELATION,
     script:
         "../scripts/correlate.py"
@@ -91,13 +91,13 @@ use rule adjust_volumes as adjust_volumes_by_source with:
         volumes=lambda wc: SARCOPENIA_SOURCES[wc.source],
         cohort="results/cohort/included.tsv",
         labels=LABELS_TSV,
-        code=lib("stats", "labels", "io_tables"),
     output:
         table="results/sarcopenia/by_source/{source}/adjusted_volumes.tsv",
         excluded="results/sarcopenia/by_source/{source}/excluded.tsv",
     log:
         "logs/adjust_volumes/{source}.log",
     params:
+        code=code_of("adjust_volumes"),
         source=lambda wc: wc.source,
         definition=SARCOPENIA["definition"],
         cutoffs=SARCOPENIA["cutoffs"],
@@ -106,7 +106,6 @@ use rule adjust_volumes as adjust_volumes_by_source with:
 use rule correlate as correlate_by_source with:
     input:
         adjusted="results/sarcopenia/by_source/{source}/adjusted_volumes.tsv",
-        code=lib("stats", "io_tables"),
     output:
         muscles="results/sarcopenia/by_source/{source}/correlations_muscles.tsv",
         groups="results/sarcopenia/by_source/{source}/correlations_groups.tsv",
@@ -120,7 +119,6 @@ rule fig7_heatmap:
         adjusted="results/sarcopenia/adjusted_volumes.tsv",
         correlations="results/sarcopenia/correlations_muscles.tsv",
         labels=LABELS_TSV,
-        code=lib("stats", "labels", "plots/style", "plots/sarcopenia"),
     output:
         png=report(
             "results/figures/fig7_heatmap.png",
@@ -137,6 +135,7 @@ rule fig7_heatmap:
         mem_mb=1500,
         runtime=5,
     params:
+        code=code_of("fig7_heatmap"),
         cmap=SARCOPENIA["heatmap_cmap"],
         alpha=SARCOPENIA["alpha"],
         dpi=config["plots"]["dpi"],
@@ -150,7 +149,6 @@ rule fig8_heatmap:
     input:
         adjusted="results/sarcopenia/adjusted_volumes.tsv",
         correlations="results/sarcopenia/correlations_groups.tsv",
-        code=lib("stats", "plots/style", "plots/sarcopenia"),
     output:
         png=report(
             "results/figures/fig8_heatmap.png",
@@ -167,6 +165,7 @@ rule fig8_heatmap:
         mem_mb=1500,
         runtime=5,
     params:
+        code=code_of("fig8_heatmap"),
         cmap=SARCOPENIA["heatmap_cmap"],
         alpha=SARCOPENIA["alpha"],
         dpi=config["plots"]["dpi"],
@@ -180,7 +179,6 @@ rule adjusted_models:
     (odds ratio per SD), adjusted for age and BMI, per sex."""
     input:
         adjusted="results/sarcopenia/adjusted_volumes.tsv",
-        code=lib("stats", "io_tables"),
     output:
         "results/sarcopenia/adjusted_models.tsv",
     log:
@@ -192,6 +190,7 @@ rule adjusted_models:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("adjusted_models"),
         logistic=SARCOPENIA["logistic"],
         confidence=SARCOPENIA["confidence"],
     script:
@@ -202,7 +201,6 @@ rule adjusted_models_plot:
     """Forest plot of the adjusted logistic models, one panel per sex."""
     input:
         models="results/sarcopenia/adjusted_models.tsv",
-        code=lib("plots/style", "plots/sarcopenia"),
     output:
         png=report(
             "results/figures/adjusted_models.png",
@@ -219,6 +217,7 @@ rule adjusted_models_plot:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_of("adjusted_models_plot"),
         confidence=SARCOPENIA["confidence"],
         dpi=config["plots"]["dpi"],
     script:
@@ -252,7 +251,6 @@ rule truth_agreement:
             source=TRUTH_SOURCES,
         ),
         adjusted_truth="results/sarcopenia/by_source/truth/adjusted_volumes.tsv",
-        code=lib("stats", "io_tables"),
     output:
         "results/sarcopenia/truth_agreement.tsv",
     log:
@@ -264,6 +262,7 @@ rule truth_agreement:
         mem_mb=500,
         runtime=2,
     params:
+        code=code_of("truth_agreement"),
         sources=TRUTH_SOURCES,
         families=["muscles", "groups"],
         floor={
@@ -284,7 +283,6 @@ rule sarcopenia_summary:
         groups="results/sarcopenia/correlations_groups.tsv",
         models="results/sarcopenia/adjusted_models.tsv",
         agreement=(["results/sarcopenia/truth_agreement.tsv"] if TRUTH_CHECK else []),
-        code=lib("stats", "io_tables"),
     output:
         "results/sarcopenia/summary.md",
     log:
@@ -296,6 +294,7 @@ rule sarcopenia_summary:
         mem_mb=500,
         runtime=2,
     params:
+        code=code_of("sarcopenia_summary"),
         source=SARCOPENIA["source"],
         definition=SARCOPENIA["definition"],
         cutoffs=SARCOPENIA["cutoffs"],

@@ -23,7 +23,6 @@ if SYNTHETIC:
                 f"synthetic_scan_{_chunk}"
             input:
                 labels=LABELS_TSV,
-                code=lib("synthetic", "io", "labels"),
             output:
                 ct=expand("results/synthetic/{subject}/ct.nii.gz", subject=_members),
                 label=expand(
@@ -41,6 +40,7 @@ if SYNTHETIC:
                 mem_mb=3000,
                 runtime=2 + len(_members),
             params:
+                code=code_of("synthetic_scan"),
                 subjects={
                     s: synthetic_subject(SimpleNamespace(subject=s)) for s in _members
                 },
@@ -54,7 +54,6 @@ if SYNTHETIC:
         input:
             label="results/synthetic/{subject}/label.nii.gz",
             labels=LABELS_TSV,
-            code=lib("synthetic", "io", "labels"),
         output:
             "results/synthetic/{subject}/label_rater2.nii.gz",
         log:
@@ -66,6 +65,7 @@ if SYNTHETIC:
             mem_mb=2000,
             runtime=5,
         params:
+            code=code_of("synthetic_rater2"),
             rater2=config["synthetic"]["rater2"],
             seed=SEED,
         script:
@@ -85,6 +85,8 @@ if SYNTHETIC:
         resources:
             mem_mb=1000,
             runtime=5,
+        params:
+            code=code_of("synthetic_truth"),
         script:
             "../scripts/synthetic_truth.py"
 
@@ -94,7 +96,6 @@ if SYNTHETIC:
             ct=f"results/synthetic/{example_subject()}/ct.nii.gz",
             label=f"results/synthetic/{example_subject()}/label.nii.gz",
             labels=LABELS_TSV,
-            code=lib("io", "plots/style", "plots/phantom"),
         output:
             png=report(
                 "results/figures/phantom_example.png",
@@ -110,6 +111,7 @@ if SYNTHETIC:
             mem_mb=2000,
             runtime=5,
         params:
+            code=code_of("phantom_example"),
             subject=example_subject(),
             levels=config["synthetic"]["example"]["levels"],
             dpi=config["plots"]["dpi"],

@@ -18,6 +18,13 @@ if isinstance(EPOCHS, dict) and set(MODELS) - set(EPOCHS):
 FOLD_IDS = list(range(FOLDS))
 
 
+def train_params(model):
+    """The train settings that shape this model's weights (run settings reach the job from the
+    config, thighct.run_settings), with the model's own epoch count."""
+    epochs = EPOCHS.get(model) if isinstance(EPOCHS, dict) else EPOCHS
+    return {**run_settings.science("train", TRAIN_CFG), "epochs": epochs}
+
+
 rule train:
     """One network trained on the train split, validated on the val split (paper: 60 / 12)."""
     input:
@@ -38,11 +45,9 @@ rule train:
         runtime=TRAIN_CFG["resources"]["runtime"],
         mem_mb=TRAIN_CFG["resources"]["mem_mb"],
     params:
+        code=code_of("train"),
         network=lambda wc: config["networks"][wc.model],
-        train=lambda wc: {
-            **TRAIN_CFG,
-            "epochs": EPOCHS.get(wc.model) if isinstance(EPOCHS, dict) else EPOCHS,
-        },
+        train=lambda wc: train_params(wc.model),
         seed=SEED,
         subjects={"train": TRAIN, "val": VAL, "fold": None},
     script:
@@ -62,11 +67,9 @@ use rule train as train_fold with:
     wildcard_constraints:
         fold=r"\d+",
     params:
+        code=code_of("train"),
         network=lambda wc: config["networks"][wc.model],
-        train=lambda wc: {
-            **TRAIN_CFG,
-            "epochs": EPOCHS.get(wc.model) if isinstance(EPOCHS, dict) else EPOCHS,
-        },
+        train=lambda wc: train_params(wc.model),
         seed=SEED,
         subjects=fold_params,
 
@@ -75,7 +78,6 @@ rule training_curves:
     """Training loss and validation mean Dice per epoch, one panel each, a line per model."""
     input:
         logs=expand("results/models/{model}/train_log.tsv", model=MODELS),
-        code=lib("plots/style", "plots/training"),
     output:
         png=report(
             "results/figures/training_curves.png",
@@ -91,6 +93,7 @@ rule training_curves:
         mem_mb=2000,
         runtime=5,
     params:
+        code=code_of("training_curves"),
         models=MODELS,
         loss=TRAIN_CFG["loss"],
         dpi=config["plots"]["dpi"],

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from thighct import infer, io
+from thighct import infer, io, run_settings
 from thighct.io_tables import write_tsv
 from thighct.labels import read_labels
 from thighct.models import load_model, network_roi
@@ -17,7 +17,12 @@ from thighct.preprocess import PreprocessSettings
 from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
-    settings = infer.InferSettings.from_config(snakemake.params.infer)
+    # Run settings (device, workers, memory reuse, ...) come from the config, not params:
+    # changing them never reruns the job (thighct.run_settings).
+    run = run_settings.run_only(
+        "infer", run_settings.infer_for_model(snakemake.config["infer"], snakemake.params.model)
+    )
+    settings = infer.InferSettings.from_config({**snakemake.params.infer, **run})
     device = infer.resolve_device(settings.device)
     settings = infer.use_cpu_threads(settings, snakemake.threads, device)
     labels = read_labels(snakemake.input.labels)

@@ -1,13 +1,16 @@
 """Rule train / train_fold: one network trained on the preprocessed scans (thighct.train)."""
 
-from thighct import train
+from thighct import run_settings, train
 from thighct.labels import read_labels
 from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
     params = snakemake.params
     model = snakemake.wildcards.model
-    train_cfg = {**params.train, "threads": snakemake.threads}
+    # Run settings (checkpoints, threads, ...) come from the config, not params: changing them
+    # never reruns the job (thighct.run_settings).
+    run = run_settings.run_only("train", snakemake.config["train"])
+    train_cfg = {**params.train, **run, "threads": snakemake.threads}
     subjects = params.subjects
     labels = read_labels(snakemake.input.labels)
     train_items = train.load_pairs(
