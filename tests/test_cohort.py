@@ -47,11 +47,11 @@ def test_split_is_60_train_12_val_26_unlabelled(default_config):
 def test_sarcopenia_counts_mirror_the_paper(default_config):
     included, _ = _filtered(default_config)
     cut = default_config["sarcopenia"]["cutoffs"]["awgs2019"]
-    status = cohort.smi_status(included["smi"], included["sex"], cut)
+    status = cohort.sarcopenia_status(included["smi"], included["sex"], cut)
     assert included["smi"].notna().sum() == 69
     table = pd.crosstab(included["sex"], status)
-    assert table.loc["F", 1.0] == 20 and table.loc["M", 1.0] == 21
-    assert table.loc["F", 0.0] == 23 and table.loc["M", 0.0] == 5
+    assert table.loc["F", 1] == 20 and table.loc["M", 1] == 21
+    assert table.loc["F", 0] == 23 and table.loc["M", 0] == 5
 
 
 def test_clinical_values_are_plausible_for_elderly_hip_fracture(default_config):
@@ -199,17 +199,20 @@ def test_missing_value_fails_a_criterion():
     assert len(kept) == 1 and flow["n_excluded"].iloc[0] == 2
 
 
-def test_smi_status_uses_per_sex_cutoffs():
+def test_sarcopenia_status_uses_per_sex_cutoffs():
     smi = pd.Series([5.3, 5.5, 6.9, 7.1, np.nan])
     sex = pd.Series(["F", "F", "M", "M", "F"])
-    st = cohort.smi_status(smi, sex, {"F": 5.4, "M": 7.0})
-    assert st.iloc[:4].tolist() == [1.0, 0.0, 1.0, 0.0] and np.isnan(st.iloc[4])
-    st2 = cohort.smi_status(smi, sex, {"F": 5.5, "M": 7.0})  # EWGSOP2
-    assert (
-        st2.iloc[1] == 0.0
-        and cohort.smi_status(pd.Series([5.45]), pd.Series(["F"]), {"F": 5.5, "M": 7}).iloc[0]
-        == 1.0
-    )
+    st = cohort.sarcopenia_status(smi, sex, {"F": 5.4, "M": 7.0})
+    assert st.iloc[:4].tolist() == [1, 0, 1, 0] and pd.isna(st.iloc[4])
+    st2 = cohort.sarcopenia_status(smi, sex, {"F": 5.5, "M": 7.0})  # EWGSOP2
+    assert st2.iloc[1] == 0
+    assert cohort.sarcopenia_status(pd.Series([5.45]), pd.Series(["F"]), {"F": 5.5}).iloc[0] == 1
+    # At the cutoff itself: not sarcopenic (AWGS: SMI below the cutoff).
+    assert cohort.sarcopenia_status(pd.Series([7.0]), pd.Series(["M"]), {"M": 7.0}).iloc[0] == 0
+    assert cohort.subject_sarcopenic(6.99, 7.0) is True
+    assert cohort.subject_sarcopenic(7.0, 7.0) is False
+    assert cohort.subject_sarcopenic(None, 7.0) is None
+    assert cohort.subject_sarcopenic(float("nan"), 7.0) is None
 
 
 def test_read_cohort_reports_unparseable_file(tmp_path):

@@ -148,8 +148,8 @@ def test_in_place_norm_of_a_channels_last_tensor_is_instance_norm():
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("patch", [8, 4])
-def test_prepared_patch_unetr_gives_its_plain_labels(patch):
+@pytest.mark.parametrize(("patch", "norm"), [(8, "instance"), (4, "instance"), (8, "batch")])
+def test_prepared_patch_unetr_gives_its_plain_labels(patch, norm):
     from thighct.models import PatchUNETR
 
     torch.manual_seed(2)
@@ -162,7 +162,12 @@ def test_prepared_patch_unetr_gives_its_plain_labels(patch):
         hidden_size=32,
         mlp_dim=64,
         num_heads=2,
+        norm_name=norm,
     ).eval()
+    for module in net.modules():  # trained-looking statistics, not the identity
+        if isinstance(module, nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
     image = random_image((40, 27, 33), seed=4)
     expected = monai_labels(net, image, (16, 16, 16), 0.25)
     settings = infer.InferSettings(sw_batch_size=2)

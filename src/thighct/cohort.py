@@ -29,9 +29,34 @@ OPS = {
 }
 
 
-def subject_rng(seed: int, key: str) -> np.random.Generator:
-    """A random generator that depends only on ``seed`` and ``key`` (not on job order)."""
-    return np.random.default_rng([int(seed), zlib.crc32(key.encode())])
+def subject_rng(seed: int, key: str, *streams: int) -> np.random.Generator:
+    """A random generator that depends only on ``seed``, ``key`` (a subject id) and the
+    ``streams`` numbers (one per independent use), never on job order."""
+    return np.random.default_rng([int(seed), zlib.crc32(str(key).encode()), *map(int, streams)])
+
+
+def is_sarcopenic(smi, cutoff):
+    """Sarcopenia by SMI: the SMI (kg/m², DXA) below the sex's cutoff (AWGS 2019: 7.0 men,
+    5.4 women; config sarcopenia.cutoffs). Elementwise on arrays. The one definition of the
+    rule: the cohort, the synthetic phantoms and the statistics all call it. Status comes from
+    the SMI only, never from a CT volume (that would make the correlations circular)."""
+    return smi < cutoff
+
+
+def sarcopenia_status(smi: pd.Series, sex: pd.Series, cutoffs: dict) -> pd.Series:
+    """1 where sarcopenic (:func:`is_sarcopenic`), 0 where not, <NA> where the SMI or the
+    sex's cutoff is missing."""
+    smi = pd.to_numeric(smi, errors="coerce")
+    cut = sex.astype(str).map({k: float(v) for k, v in cutoffs.items()})
+    status = is_sarcopenic(smi, cut).astype("Int64")
+    return status.mask(smi.isna() | cut.isna())
+
+
+def subject_sarcopenic(smi, cutoff: float) -> bool | None:
+    """:func:`is_sarcopenic` of one subject; None when there is no SMI."""
+    if smi is None or smi == "" or (isinstance(smi, float) and np.isnan(smi)):
+        return None
+    return bool(is_sarcopenic(float(smi), float(cutoff)))
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -472,11 +497,21 @@ def filter_cohort(
     return included, flow
 
 
-def smi_status(smi: pd.Series, sex: pd.Series, cutoffs: dict) -> pd.Series:
-    """Sarcopenia (1) / not (0) / unknown (NaN) from SMI (kg/m²) and per-sex cutoffs."""
-    cut = sex.map({k: float(v) for k, v in cutoffs.items()})
-    status = (smi < cut).astype(float)
-    return status.where(smi.notna() & cut.notna())
+def synthetic_cohort_table(
+    cfg: dict,
+    criteria: list[dict],
+    cutoffs: dict,
+    split: dict,
+    seed: int,
+    image_root: str = "results/synthetic",
+) -> pd.DataFrame:
+    """The synthetic cohort table as the workflow uses it: drawn (:func:`synthetic_cohort`),
+    filtered and split to find the annotated subjects, and given second-rater labels
+    (:func:`assign_rater2`). The workflow calls it once while it is read (to know the
+    subjects) and rule synthetic_cohort once more (to write the table): one definition."""
+    table = synthetic_cohort(cfg, criteria, cutoffs, seed, image_root=image_root)
+    included, _ = filter_cohort(table, criteria, split["n_val"], split["folds"], seed)
+    return assign_rater2(table, included, cfg["n_rater2"], image_root)
 
 
 def chunk_count(n_subjects: int, chunks: int | str, chunk_size: int) -> int:

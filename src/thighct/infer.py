@@ -1383,15 +1383,15 @@ def check_native_grid(
     A mismatch means transform.json is stale (made from another version of the scan).
     """
     from .errors import ThighctError
+    from .grid import grid_difference
 
     recorded_shape = tuple(int(s) for s in transform["ingested"]["shape"])
     recorded_affine = np.asarray(transform["ingested"]["affine"], float)
-    if tuple(int(s) for s in shape) != recorded_shape or not np.allclose(
-        recorded_affine, np.asarray(affine, float), atol=tolerance_mm
-    ):
+    difference = grid_difference(shape, affine, recorded_shape, recorded_affine, tolerance_mm)
+    if difference:
         raise ThighctError(
-            f"the ingested image (shape {tuple(shape)}) is not the scan its transform.json "
-            f"describes (shape {recorded_shape}); the pre-processing is out of date",
+            f"the ingested image is not the scan its transform.json describes ({difference}, "
+            "ingested against recorded); the pre-processing is out of date",
             subject=subject,
             path=path,
             fix="rerun the pre-processing (delete results/preprocessed/<subject>/ and rerun)",

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import io
 from .errors import ThighctError
+from .grid import grid_difference
 from .labels import LabelTable
 
 log = logging.getLogger(__name__)
@@ -179,21 +180,6 @@ def ingest_image(
 
 
 # ----------------------------------------------------------------------------------- labels
-def grid_mismatch_mm(shape: Sequence[int], affine_a: np.ndarray, affine_b: np.ndarray) -> float:
-    """Largest distance (mm) between the world positions of the 8 corner voxels of two grids."""
-    corners = np.array(
-        [
-            [i, j, k, 1.0]
-            for i in (0, shape[0] - 1)
-            for j in (0, shape[1] - 1)
-            for k in (0, shape[2] - 1)
-        ]
-    ).T
-    a = (np.asarray(affine_a, float) @ corners)[:3]
-    b = (np.asarray(affine_b, float) @ corners)[:3]
-    return float(np.sqrt(((a - b) ** 2).sum(axis=0)).max())
-
-
 def check_same_grid(
     image: io.Volume,
     label: io.Volume,
@@ -206,20 +192,11 @@ def check_same_grid(
         "export the label map on the scan's grid (same size, spacing, origin and orientation), "
         "e.g. resample it to the image in 3D Slicer or ITK-SNAP"
     )
-    if label.shape != image.shape:
+    difference = grid_difference(image.shape, image.affine, label.shape, label.affine, tolerance_mm)
+    if difference:
         raise ThighctError(
-            f"the label map has shape {label.shape} but the image has {image.shape}",
-            subject=subject,
-            path=label.source,
-            fix=fix,
-        )
-    gap = grid_mismatch_mm(image.shape, image.affine, label.affine)
-    if gap > tolerance_mm:
-        raise ThighctError(
-            f"the label map's grid is {gap:.3f} mm away from the image's "
-            f"(tolerance ingest.grid_tolerance_mm = {tolerance_mm:g} mm); "
-            f"image origin {np.round(image.affine[:3, 3], 3).tolist()}, "
-            f"label origin {np.round(label.affine[:3, 3], 3).tolist()}",
+            f"the label map's grid differs from the image's: {difference} "
+            "(label against image; tolerance: ingest.grid_tolerance_mm)",
             subject=subject,
             path=label.source,
             fix=fix,

@@ -16,12 +16,9 @@ patient-identifying attribute (name, ids, dates, institution) is ever copied int
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import ThighctError
+from .io_tables import atomic_path  # noqa: F401  (io.atomic_path: the one atomic writer)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -118,29 +116,6 @@ def is_nifti(path: str | Path) -> bool:
 
 
 # -------------------------------------------------------------------------------- atomic write
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
-
-    The temporary name keeps the file's suffixes (``.nii.gz``) so writers that choose the format
-    from the name still work.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_json(path: str | Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -1,26 +1,48 @@
-"""Atomic writing of tables and text (a failed job never leaves half a file)."""
+"""Atomic writing of files, tables and text (a failed job never leaves half a file).
+
+:func:`atomic_path` is the one atomic writer of the package: images (``io``), model files
+(``models``) and tables (here) all go through it. This module needs only pandas, so the
+statistics of a finished study run without the imaging stack.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 
-def write_text(text: str, path: str | Path) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps the file's suffixes (``.nii.gz``) so writers that choose the format
+    from the name still work.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_tsv(

@@ -41,6 +41,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .errors import ThighctError
+from .grid import grid_difference
 
 # hd95 is defined by this percentile (the metric's name fixes it; not a study parameter).
 HD_PERCENTILE = 95.0
@@ -730,13 +731,12 @@ def check_same_grid(
     pred_path,
     truth_path,
 ) -> None:
-    """Raise ``ThighctError`` unless prediction and ground truth share shape and affine."""
-    if tuple(pred_shape) != tuple(truth_shape) or not np.allclose(
-        pred_affine, truth_affine, atol=tolerance_mm, rtol=0
-    ):
+    """Raise ``ThighctError`` unless prediction and ground truth share a grid (:mod:`thighct.grid`)."""
+    difference = grid_difference(pred_shape, pred_affine, truth_shape, truth_affine, tolerance_mm)
+    if difference:
         raise ThighctError(
-            f"prediction grid {tuple(pred_shape)} differs from the ground truth's "
-            f"{tuple(truth_shape)} at {truth_path} (shape or affine beyond {tolerance_mm} mm)",
+            f"the prediction's grid differs from the ground truth's at {truth_path}: "
+            f"{difference} (prediction against truth)",
             subject=subject,
             path=pred_path,
             fix="predictions must be resampled back to the scan's native grid (rule predict); "

@@ -21,14 +21,13 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from monai.networks.nets import UNETR, DynUNet, UNet
 
 from .errors import ThighctError
+from .io_tables import atomic_path
 from .labels import LabelTable
 
 
@@ -269,17 +268,9 @@ def model_meta(model_name: str, net_cfg: dict, labels: LabelTable, **extra) -> d
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """``torch.save`` through :func:`thighct.io_tables.atomic_path`: never a half-written file."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(path: str | Path, net: torch.nn.Module, meta: dict) -> None:

@@ -75,3 +75,15 @@ def infer_for_model(infer_cfg: Mapping, model: str) -> dict:
     ``by_model`` themselves belong to other rules and are left out."""
     shared = {k: v for k, v in infer_cfg.items() if k not in ("figure", "postprocess", "by_model")}
     return {**shared, **(infer_cfg.get("by_model") or {}).get(model, {})}
+
+
+def train_for_model(train_cfg: Mapping, model: str) -> dict:
+    """The ``train`` settings one model trains with: the shared keys with the model's own
+    ``train.by_model.<model>`` merged over them, and ``epochs`` resolved to the model's count
+    when it is given per model (``epochs: {unetr: 70, unet: 60}``)."""
+    merged = {k: v for k, v in train_cfg.items() if k != "by_model"}
+    merged.update((train_cfg.get("by_model") or {}).get(model, {}))
+    epochs = merged.get("epochs")
+    if isinstance(epochs, Mapping):
+        merged["epochs"] = epochs.get(model)
+    return merged

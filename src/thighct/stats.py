@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
+from .cohort import sarcopenia_status
 from .errors import ThighctError
 from .labels import LabelTable
 
@@ -101,18 +102,6 @@ def sarcopenia_cutoffs(
             fix=f"give sarcopenia.cutoffs.{definition} a value for each of {list(SEXES)}",
         )
     return chosen
-
-
-def sarcopenia_status(smi: pd.Series, sex: pd.Series, cutoffs: Mapping[str, float]) -> pd.Series:
-    """1 where the SMI (kg/m²) is below the sex's cutoff, 0 where not, <NA> where SMI is missing.
-
-    Status comes from the SMI only, never from a CT volume (that would make the correlations
-    circular).
-    """
-    smi = pd.to_numeric(smi, errors="coerce")
-    cut = sex.astype(str).map({k: float(v) for k, v in cutoffs.items()})
-    status = (smi < cut).astype("Int64")
-    return status.mask(smi.isna() | cut.isna())
 
 
 # --------------------------------------------------------------------------- volumes

@@ -55,13 +55,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .cohort import subject_rng, subject_sarcopenic
 from .errors import ThighctError
 from .labels import LabelTable
 
@@ -815,18 +815,6 @@ class SubjectDesign:
         return out
 
 
-def subject_rng(seed: int, subject_id: str, stream: int = 0) -> np.random.Generator:
-    """Random generator of one subject: depends only on the seed, the id and the stream."""
-    return np.random.default_rng([int(seed), zlib.crc32(str(subject_id).encode()), int(stream)])
-
-
-def is_sarcopenic(smi: float | None, cutoff: float) -> bool | None:
-    """Sarcopenia by SMI (kg/m²) below the sex's cutoff; None when there is no SMI."""
-    if smi is None or (isinstance(smi, float) and math.isnan(smi)) or smi == "":
-        return None
-    return float(smi) < float(cutoff)
-
-
 def _by_sex(value, sex: str):
     return value[sex] if isinstance(value, dict) else value
 
@@ -854,10 +842,10 @@ def subject_design(
             subject=subject_id,
             fix="use F or M in the cohort table's sex column",
         )
-    rng = subject_rng(seed, subject_id)
+    rng = subject_rng(seed, subject_id, 0)
     vol = cfg["volume"]
     var = cfg["variation"]
-    status = is_sarcopenic(smi, sarcopenia_cutoff)
+    status = subject_sarcopenic(smi, sarcopenia_cutoff)
     latent = rng.random()  # drawn always, so every later draw is the same with or without SMI
     from_smi = status is not None
     if status is None:
@@ -1370,7 +1358,7 @@ class _SliceNoise:
         self.seed, self.subject_id, self.shape2d = seed, subject_id, shape2d
 
     def _draws(self, k: int, n: int) -> list[np.ndarray]:
-        rng = subject_rng(self.seed, self.subject_id, stream=_SLAB_STREAM + k)
+        rng = subject_rng(self.seed, self.subject_id, _SLAB_STREAM + k)
         return [rng.standard_normal(self.shape2d, dtype=np.float32) for _ in range(n)]
 
     def texture(self, ks: slice, nz: int, sigma_vox) -> np.ndarray:

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .grid import grid_difference
 from .labels import LabelTable
 from .volume_tables import COLUMNS, GROUP_ID
 
@@ -142,15 +143,16 @@ def check_same_grid(
     path=None,
     tolerance_mm: float = 1e-3,
 ) -> None:
-    """Raise unless the label map lies on the image's grid (same shape, same affine)."""
+    """Raise unless the label map lies on the image's grid (:mod:`thighct.grid`)."""
     from .errors import ThighctError
 
-    if np.shape(label) != np.shape(image) or not np.allclose(
-        np.asarray(label_affine, float), np.asarray(image_affine, float), atol=tolerance_mm
-    ):
+    difference = grid_difference(
+        np.shape(label), label_affine, np.shape(image), image_affine, tolerance_mm
+    )
+    if difference:
         raise ThighctError(
-            f"the label map (shape {np.shape(label)}) is not on the grid of the ingested image "
-            f"(shape {np.shape(image)}); volumes and HU would not match voxel for voxel",
+            f"the label map is not on the grid of the ingested image ({difference}, label "
+            "against image); volumes and HU would not match voxel for voxel",
             subject=subject,
             path=path,
             fix="rerun the rule that wrote the label map (predict or ingest_label) for this subject",

@@ -55,18 +55,13 @@ SYNTHETIC_ROOT = "results/synthetic"
 
 try:
     if SYNTHETIC:
-        _raw = cohort_lib.synthetic_cohort(
+        _raw = cohort_lib.synthetic_cohort_table(
             config["synthetic_cohort"],
             CRITERIA,
             CUTOFFS,
+            config["split"],
             SEED,
             image_root=SYNTHETIC_ROOT,
-        )
-        _inc, _ = cohort_lib.filter_cohort(
-            _raw, CRITERIA, config["split"]["n_val"], config["split"]["folds"], SEED
-        )
-        _raw = cohort_lib.assign_rater2(
-            _raw, _inc, config["synthetic_cohort"]["n_rater2"], SYNTHETIC_ROOT
         )
     else:
         COHORT_TSV = repo_path(config["cohort"]["table"])

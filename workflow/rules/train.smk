@@ -15,14 +15,22 @@ if isinstance(EPOCHS, dict) and set(MODELS) - set(EPOCHS):
             fix="give every model in `models` a count under train.epochs, or one count for all",
         )
     )
+if set(TRAIN_CFG.get("by_model", {})) - set(config["networks"]):
+    _fail(
+        ThighctError(
+            f"train.by_model names {sorted(set(TRAIN_CFG['by_model']) - set(config['networks']))}, "
+            f"which are not networks (networks: {sorted(config['networks'])})",
+            fix="key train.by_model by the names under `networks`, or remove the entry",
+        )
+    )
 FOLD_IDS = list(range(FOLDS))
 
 
 def train_params(model):
-    """The train settings that shape this model's weights (run settings reach the job from the
-    config, thighct.run_settings), with the model's own epoch count."""
-    epochs = EPOCHS.get(model) if isinstance(EPOCHS, dict) else EPOCHS
-    return {**run_settings.science("train", TRAIN_CFG), "epochs": epochs}
+    """The train settings that shape this model's weights: the shared ones with the model's own
+    (train.by_model, per-model epochs) merged over them; run settings reach the job from the
+    config (thighct.run_settings)."""
+    return run_settings.science("train", run_settings.train_for_model(TRAIN_CFG, model))
 
 
 rule train:
@@ -95,7 +103,7 @@ rule training_curves:
     params:
         code=code_of("training_curves"),
         models=MODELS,
-        loss=TRAIN_CFG["loss"],
+        losses={m: train_params(m)["loss"] for m in MODELS},
         dpi=config["plots"]["dpi"],
     script:
         "../scripts/training_curves.py"

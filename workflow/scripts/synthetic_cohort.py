@@ -6,10 +6,8 @@ from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
     p = snakemake.params
-    table = cohort.synthetic_cohort(p.cohort, p.criteria, p.cutoffs, p.seed, image_root=p.root)
-    included, _ = cohort.filter_cohort(
-        table, p.criteria, p.split["n_val"], p.split["folds"], p.seed
+    table = cohort.synthetic_cohort_table(
+        p.cohort, p.criteria, p.cutoffs, p.split, p.seed, image_root=p.root
     )
-    table = cohort.assign_rater2(table, included, p.cohort["n_rater2"], p.root)
     write_tsv(table, snakemake.output[0])
     log.info("synthetic cohort: %d patients (seed %d)", len(table), p.seed)

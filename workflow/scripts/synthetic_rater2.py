@@ -11,7 +11,7 @@ with logged(snakemake.log[0]) as log:
     subject = snakemake.wildcards.subject
     labels = read_labels(snakemake.input.labels)
     first = io.load_nifti(snakemake.input.label, subject=subject)
-    rng = synthetic.subject_rng(p.seed, subject, stream=synthetic.RATER2_STREAM)
+    rng = synthetic.subject_rng(p.seed, subject, synthetic.RATER2_STREAM)
     muscles = [int(i) for i in labels.muscles["id"]]
     second = synthetic.second_rater_labels(first.array, first.spacing, rng, p.rater2, muscles)
     io.save_nifti(snakemake.output[0], second, first.affine, np.uint8)

@@ -9,7 +9,9 @@ with logged(snakemake.log[0]) as log:
     model = snakemake.wildcards.model
     # Run settings (checkpoints, threads, ...) come from the config, not params: changing them
     # never reruns the job (thighct.run_settings).
-    run = run_settings.run_only("train", snakemake.config["train"])
+    run = run_settings.run_only(
+        "train", run_settings.train_for_model(snakemake.config["train"], model)
+    )
     train_cfg = {**params.train, **run, "threads": snakemake.threads}
     subjects = params.subjects
     labels = read_labels(snakemake.input.labels)

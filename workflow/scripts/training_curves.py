@@ -9,7 +9,7 @@ with logged(snakemake.log[0]) as log:
     paths = dict(zip(snakemake.params.models, snakemake.input.logs, strict=True))
     fig = training.training_curves(
         training.read_train_logs(paths),
-        LOSS_NAMES.get(snakemake.params.loss, snakemake.params.loss),
+        {m: LOSS_NAMES.get(loss, loss) for m, loss in snakemake.params.losses.items()},
     )
     training.save(fig, snakemake.output.png, dpi=snakemake.params.dpi)
     log.info("wrote %s", snakemake.output.png)

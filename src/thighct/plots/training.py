@@ -26,15 +26,22 @@ def read_train_logs(paths: Mapping[str, str | Path]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_csv(path, sep="\t") for name, path in paths.items()}
 
 
-def training_curves(logs: Mapping[str, pd.DataFrame], loss_name: str = "Dice") -> plt.Figure:
+def training_curves(
+    logs: Mapping[str, pd.DataFrame], loss_name: str | Mapping[str, str] = "Dice"
+) -> plt.Figure:
     """Two panels: (A) mean training loss per epoch, (B) validation mean Dice at each
-    validation, the best epoch (whose weights are kept) starred. Returns the figure."""
+    validation, the best epoch (whose weights are kept) starred. ``loss_name``: one loss for
+    every model, or the loss of each model (named in panel A's legend when they differ).
+    Returns the figure."""
     apply_style()
+    names = loss_name if isinstance(loss_name, Mapping) else dict.fromkeys(logs, loss_name)
+    one_loss = len(set(names.values())) == 1
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(7.2, 3.0), constrained_layout=True)
     for k, (name, df) in enumerate(logs.items()):
         colour = COLOURS[k % len(COLOURS)]
         label = DISPLAY.get(name, name)
-        ax_loss.plot(df["epoch"], df["train_loss"], color=colour, lw=1.5, label=label)
+        loss_label = label if one_loss else f"{label} ({names.get(name, '?')} loss)"
+        ax_loss.plot(df["epoch"], df["train_loss"], color=colour, lw=1.5, label=loss_label)
         val = df.dropna(subset=["val_dice"])
         if val.empty:
             continue
@@ -65,7 +72,8 @@ def training_curves(logs: Mapping[str, pd.DataFrame], loss_name: str = "Dice") -
         ax.set_xlabel("Epoch")
         ax.set_xlim(0, last_epoch * 1.03 + 0.5)
         ax.grid(True, alpha=0.3, lw=0.5)
-    ax_loss.set_ylabel(f"Training {loss_name} loss (epoch mean)")
+    common = f"{next(iter(names.values()))} " if one_loss and names else ""
+    ax_loss.set_ylabel(f"Training {common}loss (epoch mean)")
     ax_loss.set_title("A  Training loss", loc="left")
     ax_dice.set_ylabel("Validation mean Dice")
     ax_dice.set_title("B  Validation Dice (\u2605 weights kept)", loc="left")
