@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thighct import cohort
+from thighct import cohort, sarcopenia
 from thighct.errors import CohortError, ThighctError
 
 
@@ -47,7 +47,7 @@ def test_split_is_60_train_12_val_26_unlabelled(default_config):
 def test_sarcopenia_counts_mirror_the_paper(default_config):
     included, _ = _filtered(default_config)
     cut = default_config["sarcopenia"]["cutoffs"]["awgs2019"]
-    status = cohort.sarcopenia_status(included["smi"], included["sex"], cut)
+    status = sarcopenia.sarcopenia_status(included["smi"], included["sex"], cut)
     assert included["smi"].notna().sum() == 69
     table = pd.crosstab(included["sex"], status)
     assert table.loc["F", 1] == 20 and table.loc["M", 1] == 21
@@ -202,17 +202,17 @@ def test_missing_value_fails_a_criterion():
 def test_sarcopenia_status_uses_per_sex_cutoffs():
     smi = pd.Series([5.3, 5.5, 6.9, 7.1, np.nan])
     sex = pd.Series(["F", "F", "M", "M", "F"])
-    st = cohort.sarcopenia_status(smi, sex, {"F": 5.4, "M": 7.0})
+    st = sarcopenia.sarcopenia_status(smi, sex, {"F": 5.4, "M": 7.0})
     assert st.iloc[:4].tolist() == [1, 0, 1, 0] and pd.isna(st.iloc[4])
-    st2 = cohort.sarcopenia_status(smi, sex, {"F": 5.5, "M": 7.0})  # EWGSOP2
+    st2 = sarcopenia.sarcopenia_status(smi, sex, {"F": 5.5, "M": 7.0})  # EWGSOP2
     assert st2.iloc[1] == 0
-    assert cohort.sarcopenia_status(pd.Series([5.45]), pd.Series(["F"]), {"F": 5.5}).iloc[0] == 1
+    assert sarcopenia.sarcopenia_status(pd.Series([5.45]), pd.Series(["F"]), {"F": 5.5}).iloc[0] == 1
     # At the cutoff itself: not sarcopenic (AWGS: SMI below the cutoff).
-    assert cohort.sarcopenia_status(pd.Series([7.0]), pd.Series(["M"]), {"M": 7.0}).iloc[0] == 0
-    assert cohort.subject_sarcopenic(6.99, 7.0) is True
-    assert cohort.subject_sarcopenic(7.0, 7.0) is False
-    assert cohort.subject_sarcopenic(None, 7.0) is None
-    assert cohort.subject_sarcopenic(float("nan"), 7.0) is None
+    assert sarcopenia.sarcopenia_status(pd.Series([7.0]), pd.Series(["M"]), {"M": 7.0}).iloc[0] == 0
+    assert sarcopenia.subject_sarcopenic(6.99, 7.0) is True
+    assert sarcopenia.subject_sarcopenic(7.0, 7.0) is False
+    assert sarcopenia.subject_sarcopenic(None, 7.0) is None
+    assert sarcopenia.subject_sarcopenic(float("nan"), 7.0) is None
 
 
 def test_read_cohort_reports_unparseable_file(tmp_path):

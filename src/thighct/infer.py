@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .body import body_region
+
 log = logging.getLogger(__name__)
 
 BLEND_MODES = ("constant", "gaussian")
@@ -1441,35 +1443,6 @@ class PostprocessSettings:
                 f"got {settings.min_component_fraction}"
             )
         return settings
-
-
-def body_region(hu: np.ndarray, affine: np.ndarray, body) -> np.ndarray:
-    """Boolean mask (``hu``'s shape) of the body: :func:`thighct.preprocess.body_mask` on its
-    coarse grid, holes filled slice by slice (bowel gas, dark metal streaks stay inside),
-    grown by one coarse voxel (the coarse grid and the opening shave the skin), then brought
-    to full resolution. ``body`` holds the ``preprocess`` section's body_* settings.
-    """
-    from scipy import ndimage
-
-    from .preprocess import body_mask
-
-    hu = np.asarray(hu)
-    coarse, step = body_mask(
-        hu,
-        affine,
-        body.body_threshold_hu,
-        body.body_opening_mm,
-        body.body_min_component_fraction,
-        body.body_coarse_mm,
-    )
-    filled = np.stack(
-        [ndimage.binary_fill_holes(coarse[:, :, k]) for k in range(coarse.shape[2])], axis=2
-    )
-    grown = ndimage.binary_dilation(filled, structure=np.ones((3, 3, 3), bool))
-    full = grown
-    for axis, s in enumerate(step):
-        full = np.repeat(full, s, axis=axis)
-    return full[tuple(slice(0, n) for n in hu.shape)]
 
 
 def drop_small_pieces(labels: np.ndarray, fraction: float) -> dict[int, int]:

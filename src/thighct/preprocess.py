@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
+
+from .body import body_mask
 
 TRANSFORM_VERSION = 1
 _SLAB = 32  # native z-slices mapped back per step in to_native
@@ -91,40 +92,6 @@ def apply_gamma(scaled: np.ndarray, gamma: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- body crop
-def body_mask(
-    hu: np.ndarray,
-    affine: np.ndarray,
-    threshold_hu: float,
-    opening_mm: float,
-    min_component_fraction: float,
-    coarse_mm: float,
-) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """The body on a coarse grid: threshold, opening, large 3-D components.
-
-    Returns ``(mask, step)``: the mask on the grid ``hu[::step[0], ::step[1], ::step[2]]``.
-    """
-    from .io import spacing_from_affine
-
-    spacing = np.asarray(spacing_from_affine(affine))
-    step = tuple(int(max(1, np.floor(coarse_mm / s))) for s in spacing)
-    coarse = np.asarray(hu)[:: step[0], :: step[1], :: step[2]] > threshold_hu
-    coarse_spacing = spacing * np.asarray(step)
-    radius = np.maximum(np.round(opening_mm / coarse_spacing).astype(int), 0)
-    if radius.any():
-        grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-        ball = sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radius, strict=True)) <= 1.0
-        opened = ndimage.binary_opening(coarse, structure=ball)
-        # An opening can erase a thin body entirely (a tiny test volume); keep the threshold then.
-        if opened.any():
-            coarse = opened
-    labelled, n = ndimage.label(coarse)
-    if n == 0:
-        return coarse, step
-    sizes = np.bincount(labelled.ravel())[1:]
-    keep = np.flatnonzero(sizes >= min_component_fraction * sizes.max()) + 1
-    return np.isin(labelled, keep), step
-
-
 def body_box(
     hu: np.ndarray,
     affine: np.ndarray,

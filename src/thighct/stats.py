@@ -21,9 +21,9 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from .cohort import sarcopenia_status
 from .errors import ThighctError
 from .labels import LabelTable
+from .sarcopenia import sarcopenia_status
 
 #: Sex codes of the cohort table, in panel order (A female, B male), and their display names.
 SEXES: dict[str, str] = {"F": "Female", "M": "Male"}

@@ -61,9 +61,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .cohort import subject_rng, subject_sarcopenic
 from .errors import ThighctError
 from .labels import LabelTable
+from .sarcopenia import subject_sarcopenic
+from .seeds import subject_rng
 
 # ------------------------------------------------------------------------------- the atlas
 # Landmarks as fractions u of the knee-joint -> iliac-crest distance (reference adult).

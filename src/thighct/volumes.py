@@ -22,7 +22,7 @@ map has volume 0 and empty ``mean_hu`` / ``imat_fraction``.
 The midline
 -----------
 Per axial slice, the midline is the world x of the body's centroid: the body is the mask of
-:func:`thighct.preprocess.body_mask` (voxels above a HU threshold, opened to detach the table
+:func:`thighct.body.body_mask` (voxels above a HU threshold, opened to detach the table
 and clothing, small components dropped), computed on the same coarse grid the pre-processing
 uses. The centroid of the whole cross-section sits between the legs below the pelvis and on
 the symphysis above it; the table, which could pull it sideways, is removed by the opening.
@@ -92,8 +92,8 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray, settings: VolumeSettings)
 
     Returns one value per slice ``k``. A scan without any body voxel gets the x of its centre.
     """
+    from .body import body_mask
     from .io import spacing_from_affine
-    from .preprocess import body_mask
 
     hu = np.asarray(hu)
     affine = np.asarray(affine, float)

@@ -151,7 +151,7 @@ for _source in VOLUME_SOURCES:
             log:
                 f"logs/volumes_subject/{_source}_{_chunk}.log",
             conda:
-                "../../envs/segmentation.yaml"
+                "../../envs/imaging.yaml"
             threads: 1
             resources:
                 mem_mb=4000,
