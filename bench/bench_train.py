@@ -39,6 +39,7 @@ from benchlog import command_line, machine_line, write_section  # noqa: E402
 
 from thighct.labels import read_labels  # noqa: E402
 from thighct.models import build_network, count_parameters, network_roi  # noqa: E402
+from thighct.run_settings import train_for_model  # noqa: E402
 from thighct.train import (  # noqa: E402
     TrainSettings,
     autocast_dtype,
@@ -156,19 +157,20 @@ def main() -> None:
     print(lines[1])
     for size in args.sizes.split(","):
         cfg = configs[size]
-        per_step = cfg["train"]["batch_size"] * cfg["train"]["crops_per_image"]
-        crops, note = per_step, ""
-        if size == "paper" and (device.type == "cpu" or args.paper_crops):
-            crops = args.paper_crops or 2
-            note = f"projected from {crops} crops/step" if crops != per_step else ""
         steps = args.paper_steps if size == "paper" else args.steps
         for model in args.models.split(","):
+            model_train = train_for_model(cfg["train"], model)
+            per_step = model_train["batch_size"] * model_train["crops_per_image"]
+            crops, note = per_step, ""
+            if size == "paper" and (device.type == "cpu" or args.paper_crops):
+                crops = min(args.paper_crops or 2, per_step)
+                note = f"projected from {crops} crops/step" if crops != per_step else ""
             runs: dict[str, list[dict]] = {v: [] for v in variants}
             for _ in range(args.rounds):  # variants alternate, so load hits all alike
                 for v in variants:
                     precision, channels_last = VARIANTS[v]
                     train_cfg = {
-                        **cfg["train"],
+                        **model_train,
                         "epochs": 1,  # only the step is timed
                         "precision": precision,
                         "channels_last": channels_last,
@@ -193,10 +195,11 @@ def main() -> None:
                 base = seconds if v == "float32" else base
                 ratio = f"{base / seconds:.2f}x" if base else ""
                 roi = "x".join(map(str, r["roi"]))
+                gpu = "-" if r["gpu_gib"] != r["gpu_gib"] else f"{r['gpu_gib']:.2f}"  # NaN on CPU
                 line = (
                     f"| {model} | {size} ({roi}) | {v} | {r['precision']} | {per_step} "
                     f"| {seconds:.3f} | {per_step / seconds:.2f} | {cpu_s:.3f} | {ratio} "
-                    f"| {r['gpu_gib']:.2f} | {note} |"
+                    f"| {gpu} | {note} |"
                 )
                 lines.append(line)
                 print(line, flush=True)

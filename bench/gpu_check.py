@@ -49,6 +49,7 @@ from benchlog import command_line, machine_line, write_section  # noqa: E402
 from thighct import infer  # noqa: E402
 from thighct.labels import read_labels  # noqa: E402
 from thighct.models import build_network, network_roi  # noqa: E402
+from thighct.run_settings import infer_for_model, train_for_model  # noqa: E402
 from thighct.train import TrainSettings, autocast_dtype, make_loss, make_optimizer  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def learnable_batch(n: int, roi, n_classes: int, device, seed: int = 0):
 
 def check_training(cfg: dict, n_classes: int, steps: int, device) -> tuple[dict, torch.nn.Module]:
     net_cfg = cfg["networks"]["unetr"]
-    settings = TrainSettings.from_config({**cfg["train"], "epochs": 1})
+    settings = TrainSettings.from_config({**train_for_model(cfg["train"], "unetr"), "epochs": 1})
     roi = network_roi(net_cfg)
     crops = settings.batch_size * settings.crops_per_image
     torch.manual_seed(0)
@@ -151,9 +152,9 @@ def check_inference(cfg: dict, net, n_classes: int, shape, device) -> dict:
 
 
 def infer_section(cfg: dict) -> dict:
-    keys = ("figure", "resources", "postprocess", "by_model")
-    shared = {k: v for k, v in cfg["infer"].items() if k not in keys}
-    return {**shared, **cfg["infer"].get("by_model", {}).get("unetr", {})}
+    section = infer_for_model(cfg["infer"], "unetr")
+    section.pop("resources", None)
+    return section
 
 
 def check_workflow() -> dict:

@@ -206,7 +206,9 @@ def test_sarcopenia_status_uses_per_sex_cutoffs():
     assert st.iloc[:4].tolist() == [1, 0, 1, 0] and pd.isna(st.iloc[4])
     st2 = sarcopenia.sarcopenia_status(smi, sex, {"F": 5.5, "M": 7.0})  # EWGSOP2
     assert st2.iloc[1] == 0
-    assert sarcopenia.sarcopenia_status(pd.Series([5.45]), pd.Series(["F"]), {"F": 5.5}).iloc[0] == 1
+    assert (
+        sarcopenia.sarcopenia_status(pd.Series([5.45]), pd.Series(["F"]), {"F": 5.5}).iloc[0] == 1
+    )
     # At the cutoff itself: not sarcopenic (AWGS: SMI below the cutoff).
     assert sarcopenia.sarcopenia_status(pd.Series([7.0]), pd.Series(["M"]), {"M": 7.0}).iloc[0] == 0
     assert sarcopenia.subject_sarcopenic(6.99, 7.0) is True

@@ -31,6 +31,8 @@ INSTALL = "apt-get install -y slurm-wlm munge slurmdbd mariadb-server"
 # Rules that ask Slurm for one A100 (sbatch --gpus=a100:1): training always; prediction
 # (the chunked predict_* rules) when config infer.resources says so (config/paper.yaml).
 TRAIN_RULES = ("train", "train_fold")
+# Seconds between the executor's job state checks in the tests (the shipped profile: 20).
+STATUS_SECONDS = 2
 
 
 def may_use_gpu(rule: str) -> bool:
@@ -67,19 +69,32 @@ def test_snakemake_finds_the_profile_from_the_repo_root(tmp_path):
     assert "Using profile slurm" in proc.stderr
 
 
-def test_profile_asks_one_a100_for_training():
-    resources = profile()["set-resources"]
-    for rule in TRAIN_RULES:
-        assert resources[rule]["gpu"] == 1, rule
-        assert resources[rule]["gpu_model"] == "a100", rule
+def test_the_profile_sets_no_per_rule_resources():
+    # The config is the one place for them: a set-resources entry would silently override it.
+    assert "set-resources" not in profile()
 
 
-def test_profile_names_only_rules_that_exist(rules_by_name):
-    # Snakemake ignores set-resources for unknown rules: a renamed rule would lose its GPU.
-    unknown = sorted(set(profile()["set-resources"]) - set(rules_by_name))
-    assert not unknown, (
-        f"slurm/config.v8+.yaml sets resources of rules that do not exist: {unknown}"
+def test_training_asks_for_the_gpu_and_partition_the_config_names(tmp_path):
+    rules = {r["name"]: r for r in inventory()}
+    assert rules["train"]["resources"]["gpu"] == 1
+    assert rules["train"]["resources"]["gpu_model"] == "a100"
+    cpu = tmp_path / "cpu.yaml"
+    cpu.write_text(
+        yaml.safe_dump(
+            {
+                "train": {"resources": {"gpu": 0, "partition": "gpu"}},
+                "infer": {"resources": {"gpu": 1, "gpu_model": "", "partition": "gpu"}},
+            }
+        )
     )
+    rules = {r["name"]: r for r in inventory((str(TINY), str(cpu)))}
+    # No GPU: no GPU type either (the executor would ask for --gpus=a100:0).
+    assert rules["train"]["resources"]["gpu"] == 0
+    assert rules["train"]["resources"]["gpu_model"] == ""
+    assert rules["train"]["resources"]["slurm_partition"] == "gpu"
+    predict = [r for name, r in rules.items() if name.startswith("predict_")]
+    assert predict and all(r["resources"]["slurm_partition"] == "gpu" for r in predict)
+    assert all(r["resources"]["gpu"] == 1 and r["resources"]["gpu_model"] == "" for r in predict)
 
 
 def test_the_paper_protocol_predicts_on_one_a100():
@@ -189,11 +204,9 @@ def _test_profile(tmp: Path) -> Path:
         "slurm_account": "thighct",
         "slurm_partition": "debug",
     }
-    # The executor waits this long before its first status check (default 40 s).
+    # For speed only: the status interval (and the wait before the first check).
     cfg["slurm-init-seconds-before-status-checks"] = 1
-    cfg["seconds-between-status-checks"] = 1
-    # Outputs are on the local disk: no need to wait for a network file system.
-    cfg["latency-wait"] = 5
+    cfg["seconds-between-status-checks"] = STATUS_SECONDS
     folder = tmp / "profile"
     folder.mkdir()
     (folder / "config.v8+.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -262,9 +275,149 @@ def test_tiny_workflow_runs_every_job_through_slurm_and_trains_on_a_gpu(slurm, t
     assert (work / "results" / "figures" / "fig1_flow.png").is_file()
 
 
+TRAIN_TARGET = "results/models/unet/model.pt"
+
+
+def _train_job(env, run_id: str) -> dict | None:
+    """The run's train job as squeue lists it (JobID, Comment, State) while it is queued or
+    running (sacct stores a job's comment only once the job has ended)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%j|%k|%T"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    for line in out.splitlines():
+        job_id, name, comment, state = line.split("|", 3)
+        if name == run_id and comment.startswith("rule_train_"):
+            return {"JobID": job_id, "Comment": comment, "State": state}
+    return None
+
+
+def _alive_processes(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+@pytest.mark.slurm
+@pytest.mark.workflow
+@pytest.mark.parametrize("how", ["scancel", "time limit"])
+def test_a_cancelled_or_timed_out_job_fails_the_run_fast_and_a_rerun_resumes(slurm, tmp_path, how):
+    """A train job that ends CANCELLED (scancel) or TIMEOUT fails the run within two status
+    checks, naming the rule and the Slurm job; its processes are gone; a rerun resumes."""
+    work = tmp_path / "work"
+    work.mkdir()
+    profile_dir = _test_profile(tmp_path)
+    # Enough epochs that training is still running when it is cancelled or times out.
+    long = tmp_path / "long.yaml"
+    runtime = 1 if how == "time limit" else 60
+    long.write_text(
+        yaml.safe_dump({"train": {"epochs": 400, "resources": {"gpu": 0, "runtime": runtime}}})
+    )
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+        str(work), "--profile", str(profile_dir), TRAIN_TARGET, "--configfile", str(TINY),
+        str(long),
+    ]  # fmt: skip
+    log_path = tmp_path / "snakemake.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=slurm)
+        try:
+            job, deadline = None, time.monotonic() + 900
+            while time.monotonic() < deadline and proc.poll() is None:
+                text = log_path.read_text()
+                run = re.search(r"SLURM run ID: (\S+)", text)
+                job = run and _train_job(slurm, run.group(1))
+                if job and job["State"] == "RUNNING":
+                    break
+                time.sleep(1)
+            assert job and job["State"] == "RUNNING", log_path.read_text()[-4000:]
+            # A few epochs first, so there is a checkpoint to resume from.
+            train_log = work / "logs" / "train" / "unet.log"
+            while time.monotonic() < deadline and proc.poll() is None:
+                if train_log.exists() and "unet epoch 3/" in train_log.read_text():
+                    break
+                time.sleep(0.5)
+            ended = time.monotonic()
+            if how == "scancel":
+                subprocess.run(["scancel", job["JobID"]], env=slurm, check=True)
+            limit = 2 * STATUS_SECONDS + 30 + (120 if how == "time limit" else 0)
+            proc.wait(timeout=limit + 60)
+            waited = time.monotonic() - ended
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    log = log_path.read_text()
+    assert proc.returncode != 0, log[-4000:]
+    assert waited <= limit, f"the run took {waited:.0f} s to fail:\n{log[-4000:]}"
+    state = {"scancel": "CANCELLED", "time limit": "TIMEOUT"}[how]
+    assert job["JobID"] in log and state in log, log[-4000:]
+    assert "Error in rule train" in log, log[-4000:]
+    # Slurm killed the job's processes (no training left running on the node).
+    assert not _alive_processes(str(work)), _alive_processes(str(work))
+    # A rerun with a generous time limit resumes the killed training and finishes it.
+    long.write_text(yaml.safe_dump({"train": {"epochs": 400, "resources": {"gpu": 0}}}))
+    rerun = run_snakemake(
+        work,
+        "--profile",
+        str(profile_dir),
+        TRAIN_TARGET,
+        configfiles=[TINY, long],
+        check=False,
+        timeout=1800,
+        env=slurm,
+    )
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-6000:]
+    train_log = (work / "logs" / "train" / "unet.log").read_text()
+    assert "resuming unet from" in train_log, train_log[-3000:]
+
+
 def _planned_jobs(log: str) -> int:
     """Jobs Snakemake sends to the executor: the first 'Job stats' total minus target-only rules."""
     table = log.split("Job stats:", 1)[1].split("total", 1)
     counts = dict(re.findall(r"^(\S+)\s+(\d+)\s*$", table[0], flags=re.M))
     total = int(table[1].split()[0])
     return total - int(counts.get("all", 0))
+
+
+# --- the fix for the Slurm plugin's state matching (no Slurm needed) ---
+
+
+def _slurm_compat():
+    sys.path.insert(0, str(REPO / "workflow"))
+    import slurm_compat
+
+    return slurm_compat
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("CANCELLED by 0", "CANCELLED"),
+        ("CANCELLED by 1234", "CANCELLED"),
+        ("CANCELLED+", "CANCELLED"),
+        ("TIMEOUT", "TIMEOUT"),
+        ("OUT_OF_MEMORY", "OUT_OF_MEMORY"),
+        ("NODE_FAIL", "NODE_FAIL"),
+        (" RUNNING ", "RUNNING"),
+    ],
+)
+def test_a_slurm_state_is_reduced_to_the_word_the_plugin_matches(state, expected):
+    assert _slurm_compat().normalise_state(state) == expected
+
+
+def test_the_plugins_status_query_reports_normalised_states(monkeypatch):
+    import asyncio
+
+    import snakemake_executor_plugin_slurm as plugin
+
+    compat = _slurm_compat()
+
+    async def fake_query(command, logger):
+        return {"11": "CANCELLED by 0", "12": "COMPLETED", "13": "TIMEOUT"}, 0.01
+
+    monkeypatch.setattr(plugin, "query_job_status", fake_query)
+    assert compat.apply()
+    assert compat.apply()  # applying twice wraps once
+    states, _ = asyncio.run(plugin.query_job_status("sacct ...", None))
+    assert states == {"11": "CANCELLED", "12": "COMPLETED", "13": "TIMEOUT"}
+    # Every failed state the plugin knows is matched after the fix.
+    source = Path(plugin.__file__).read_text()
+    assert '"CANCELLED",' in source and '"TIMEOUT",' in source

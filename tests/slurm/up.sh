@@ -132,8 +132,13 @@ SlurmctldPidFile=$DIR/run/slurmctld.pid
 SlurmdPidFile=$DIR/run/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-# No cgroups here (containers, CI): track processes by parent PID, bind nothing.
-ProctrackType=proctrack/linuxproc
+# No cgroups here (containers, CI): track a job's processes by process group, so cancelling a
+# job or its time limit kills every process it started, as cgroups do on a real cluster.
+ProctrackType=proctrack/pgid
+# Seconds between the SIGTERM and the SIGKILL of a cancelled or timed-out job; time limits
+# enforced without grace, and checked every few seconds (TIMEOUT within a minute).
+KillWait=5
+OverTimeLimit=0
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
 SwitchType=switch/none

@@ -35,6 +35,13 @@ def code_of(script):
     return script_fingerprint(REPO / "workflow" / "scripts" / f"{script}.py")
 
 
+def partition_of(resources):
+    """{"slurm_partition": name} when a config resources section names a partition, else {}
+    (an empty value would replace the Slurm profile's default partition)."""
+    partition = resources.get("partition", "")
+    return {"slurm_partition": partition} if partition else {}
+
+
 def _fail(exc):
     sys.stderr.write(f"\nthighct: {exc}\n\n")
     raise SystemExit(1)

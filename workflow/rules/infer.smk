@@ -68,8 +68,13 @@ for _model in MODELS:
                 "../../envs/segmentation.yaml"
             threads: INFER_CFG["threads"]
             resources:
+                **partition_of(INFER_CFG["resources"]),
                 gpu=INFER_CFG["resources"]["gpu"],
-                gpu_model=INFER_CFG["resources"]["gpu_model"],
+                gpu_model=(
+                    INFER_CFG["resources"]["gpu_model"]
+                    if INFER_CFG["resources"]["gpu"]
+                    else ""
+                ),
                 mem_mb=INFER_CFG["resources"]["mem_mb"],
                 runtime=INFER_CFG["resources"]["runtime"] * len(_members),
             params:
@@ -109,8 +114,13 @@ for _model in MODELS:
                 "../../envs/segmentation.yaml"
             threads: INFER_CFG["threads"]
             resources:
+                **partition_of(INFER_CFG["resources"]),
                 gpu=INFER_CFG["resources"]["gpu"],
-                gpu_model=INFER_CFG["resources"]["gpu_model"],
+                gpu_model=(
+                    INFER_CFG["resources"]["gpu_model"]
+                    if INFER_CFG["resources"]["gpu"]
+                    else ""
+                ),
                 mem_mb=INFER_CFG["resources"]["mem_mb"],
                 runtime=INFER_CFG["resources"]["runtime"] * max(len(_held_out), 1),
             params:

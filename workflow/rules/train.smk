@@ -48,8 +48,15 @@ rule train:
         "../../envs/segmentation.yaml"
     threads: TRAIN_CFG["threads"]
     resources:
+        **partition_of(TRAIN_CFG["resources"]),
         gpu=TRAIN_CFG["resources"]["gpu"],
-        gpu_model=TRAIN_CFG["resources"]["gpu_model"],
+        # No GPU type without a GPU (the Slurm executor would ask for --gpus=a100:0).
+        gpu_model=(
+            TRAIN_CFG["resources"]["gpu_model"]
+            if TRAIN_CFG["resources"]["gpu"]
+            else ""
+        ),
+        # The partition only when the config names one (else the profile's default applies).
         runtime=TRAIN_CFG["resources"]["runtime"],
         mem_mb=TRAIN_CFG["resources"]["mem_mb"],
     params:
