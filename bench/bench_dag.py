@@ -13,7 +13,7 @@ side by side in one run:
 * parse: the real workflow's parse alone (`--list-rules`), i.e. reading and validating the
   cohort table in common.smk.
 
-Goal (issue 9): workflow <= 1.25 x bare, and growth linear in N (per-job time flat).
+Target: the workflow at most 1.25 x the bare DAG, and growth linear in N (per-job time flat).
 """
 
 from __future__ import annotations

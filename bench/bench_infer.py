@@ -1,6 +1,6 @@
 """Benchmark: whole-scan inference, plain MONAI sliding window vs thighct's streamed inference.
 
-Goal (issue 6), on one whole-thigh-sized preprocessed input (300 x 133 x 225 voxels, 1.5 x 1.5
+Target, on one whole-thigh-sized preprocessed input (300 x 133 x 225 voxels, 1.5 x 1.5
 x 2 mm) with the paper-size UNETR (random weights, fixed seed), same ROI and overlap: streamed
 inference at least 2x faster than a plain ``monai.inferers.sliding_window_inference`` call
 followed by ``argmax``, at most half its peak memory, and the same labels in >= 99.9% of voxels.

@@ -7,7 +7,7 @@ generates and writes (NIfTI CT + label) every included subject's phantom, in a p
 as the rule synthetic_scan does. Prints, side by side in one run: wall time of the whole batch,
 CPU seconds per scan (generation, writing) and the voxel grid.
 
-Goal (issue 3): the 98 default scans in <= 2 min on 2 cores.
+Target: the 98 default scans in <= 2 min on 2 cores.
 """
 
 from __future__ import annotations

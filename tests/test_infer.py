@@ -565,3 +565,18 @@ def test_every_up_block_of_a_prepared_unetr_runs_in_place_and_gives_monais_outpu
     kept = seg.trunk._local.buffers
     assert len(kept) == 3 and tuple(kept[0].shape) == (2, 4, 16, 16, 16)
     assert features.data_ptr() == kept[2].data_ptr()  # the output is the third buffer
+
+
+def test_cuda_runs_the_plain_modules_and_auto_picks_the_device(monkeypatch):
+    settings = infer.InferSettings()
+    assert infer.uses_cpu_fast_path(torch.device("cpu"), settings)
+    assert not infer.uses_cpu_fast_path(torch.device("cuda"), settings)
+    assert not infer.uses_cpu_fast_path(
+        torch.device("cpu"), infer.InferSettings(channels_last=False)
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert infer.resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert infer.resolve_device("auto").type == "cpu"
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        infer.resolve_device("cuda")

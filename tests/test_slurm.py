@@ -308,9 +308,9 @@ def test_a_cancelled_or_timed_out_job_fails_the_run_fast_and_a_rerun_resumes(slu
     # Enough epochs that training is still running when it is cancelled or times out.
     long = tmp_path / "long.yaml"
     runtime = 1 if how == "time limit" else 60
-    long.write_text(
-        yaml.safe_dump({"train": {"epochs": 400, "resources": {"gpu": 0, "runtime": runtime}}})
-    )
+    # No GPU and a partition of its own for training, from the config alone.
+    resources = {"gpu": 0, "runtime": runtime, "partition": "debug"}
+    long.write_text(yaml.safe_dump({"train": {"epochs": 400, "resources": resources}}))
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
         str(work), "--profile", str(profile_dir), TRAIN_TARGET, "--configfile", str(TINY),
@@ -350,10 +350,14 @@ def test_a_cancelled_or_timed_out_job_fails_the_run_fast_and_a_rerun_resumes(slu
     state = {"scancel": "CANCELLED", "time limit": "TIMEOUT"}[how]
     assert job["JobID"] in log and state in log, log[-4000:]
     assert "Error in rule train" in log, log[-4000:]
+    submitted = {j["JobID"]: j for j in _sacct(slurm, "JobID", "SubmitLine")}[job["JobID"]]
+    assert "--gpus" not in submitted["SubmitLine"], submitted
+    assert re.search(r"(-p|--partition)[ =]'?debug", submitted["SubmitLine"]), submitted
     # Slurm killed the job's processes (no training left running on the node).
     assert not _alive_processes(str(work)), _alive_processes(str(work))
     # A rerun with a generous time limit resumes the killed training and finishes it.
-    long.write_text(yaml.safe_dump({"train": {"epochs": 400, "resources": {"gpu": 0}}}))
+    resources["runtime"] = 60
+    long.write_text(yaml.safe_dump({"train": {"epochs": 400, "resources": resources}}))
     rerun = run_snakemake(
         work,
         "--profile",

@@ -931,6 +931,12 @@ class Segmenter:
     channels_last: bool
 
 
+def uses_cpu_fast_path(device: torch.device, settings: InferSettings) -> bool:
+    """Whether the network is rewritten for CPU speed (channels-last, oneDNN, in-place blocks):
+    on the CPU when ``channels_last`` is on, never on CUDA, which runs the plain modules."""
+    return bool(settings.channels_last and device.type == "cpu")
+
+
 def prepare_network(
     net: nn.Module, n_classes: int, device: torch.device, settings: InferSettings
 ) -> Segmenter:
@@ -941,10 +947,11 @@ def prepare_network(
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
+    fast_path = uses_cpu_fast_path(device, settings)
     if settings.fast_norm:
-        log.debug(
-            "instance norm -> group norm in %d layers", swap_instance_norms(net, in_place=True)
-        )
+        # The in-place norm is written for channels-last CPU tensors; CUDA gets group norm.
+        swapped = swap_instance_norms(net, in_place=fast_path)
+        log.debug("instance norm -> group norm in %d layers", swapped)
     head = None
     if settings.split_head:
         split = split_linear_head(net)
@@ -954,7 +961,7 @@ def prepare_network(
                 head.weight.to(device), None if head.bias is None else head.bias.to(device)
             )
     net.to(device)
-    channels_last = bool(settings.channels_last and device.type == "cpu")
+    channels_last = fast_path
     if channels_last:
         if settings.fast_norm and settings.fuse_blocks:
             log.debug("%d one-channel residual blocks fused", fuse_one_channel_blocks(net))
