@@ -164,10 +164,10 @@ def test_a_run_setting_change_reruns_nothing(tiny_run, tmp_path, change):
     [
         ({"train": {"lr": 1.0e-3}}, re.compile(r"^train$")),
         ({"train": {"precision": "float32"}}, re.compile(r"^train$")),
-        ({"infer": {"overlap": 0.5}}, re.compile(r"^predict_\w+_chunk\d+$")),
+        ({"infer": {"mirror_axes": [0]}}, re.compile(r"^predict_\w+_chunk\d+$")),
         ({"infer": {"accumulate": "float32"}}, re.compile(r"^predict_\w+_chunk\d+$")),
     ],
-    ids=["train.lr", "train.precision", "infer.overlap", "infer.accumulate"],
+    ids=["train.lr", "train.precision", "infer.mirror_axes", "infer.accumulate"],
 )
 def test_a_science_key_reruns_its_rule_and_what_depends_on_it(tiny_run, tmp_path, change, rerun):
     changed = override(tmp_path, "science", change)
