@@ -310,7 +310,9 @@ def test_a_cancelled_or_timed_out_job_fails_the_run_fast_and_a_rerun_resumes(slu
     runtime = 1 if how == "time limit" else 60
     # No GPU and a partition of its own for training, from the config alone.
     resources = {"gpu": 0, "runtime": runtime, "partition": "debug"}
-    long.write_text(yaml.safe_dump({"train": {"epochs": 400, "resources": resources}}))
+    # Past the 1-minute limit even on a fast machine (a tiny epoch takes a fraction of a second).
+    epochs = 800 if how == "time limit" else 400
+    long.write_text(yaml.safe_dump({"train": {"epochs": epochs, "resources": resources}}))
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
         str(work), "--profile", str(profile_dir), TRAIN_TARGET, "--configfile", str(TINY),
@@ -357,7 +359,7 @@ def test_a_cancelled_or_timed_out_job_fails_the_run_fast_and_a_rerun_resumes(slu
     assert not _alive_processes(str(work)), _alive_processes(str(work))
     # A rerun with a generous time limit resumes the killed training and finishes it.
     resources["runtime"] = 60
-    long.write_text(yaml.safe_dump({"train": {"epochs": 400, "resources": resources}}))
+    long.write_text(yaml.safe_dump({"train": {"epochs": epochs, "resources": resources}}))
     rerun = run_snakemake(
         work,
         "--profile",
