@@ -29,13 +29,12 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from benchlog import command_line, machine_line, write_section  # noqa: E402
+from benchlog import command_line, load_config, machine_line, write_section  # noqa: E402
 
 from thighct.labels import read_labels  # noqa: E402
 from thighct.models import build_network, count_parameters, network_roi  # noqa: E402
@@ -47,22 +46,6 @@ from thighct.train import (  # noqa: E402
     make_loss,
     make_optimizer,
 )
-
-
-def load_config(*names: str) -> dict:
-    cfg: dict = {}
-    for name in names:
-        with open(REPO / "config" / name) as fh:
-            _merge(cfg, yaml.safe_load(fh) or {})
-    return cfg
-
-
-def _merge(base: dict, over: dict) -> None:
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
 
 
 def time_steps(model, net_cfg, train_cfg, n_classes, crops, steps, warmup, device) -> dict:

@@ -24,6 +24,25 @@ measured side by side in one run.
 """
 
 
+def load_config(*names: str) -> dict:
+    """Config files under config/, merged in order as Snakemake merges --configfile."""
+    import yaml
+
+    cfg: dict = {}
+    for name in names:
+        with open(REPO / "config" / name) as fh:
+            _merge(cfg, yaml.safe_load(fh) or {})
+    return cfg
+
+
+def _merge(base: dict, over: dict) -> None:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo), else platform.processor()."""
     try:

@@ -38,13 +38,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from benchlog import command_line, machine_line, write_section  # noqa: E402
+from benchlog import command_line, load_config, machine_line, write_section  # noqa: E402
 
 from thighct import infer  # noqa: E402
 from thighct.labels import read_labels  # noqa: E402
@@ -54,19 +53,7 @@ from thighct.train import TrainSettings, autocast_dtype, make_loss, make_optimiz
 
 
 def paper_config() -> dict:
-    cfg: dict = {}
-    for name in ("config.yaml", "paper.yaml"):
-        with open(REPO / "config" / name) as fh:
-            _merge(cfg, yaml.safe_load(fh) or {})
-    return cfg
-
-
-def _merge(base: dict, over: dict) -> None:
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
+    return load_config("config.yaml", "paper.yaml")
 
 
 def learnable_batch(n: int, roi, n_classes: int, device, seed: int = 0):
