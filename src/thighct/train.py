@@ -21,6 +21,7 @@ integer class ids 0..n_classes-1.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -491,6 +492,7 @@ def validate(
     return float(np.nanmean(scores)) if scores else float("nan")
 
 
+@functools.lru_cache(maxsize=8)
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX-BF16; Arm BF16).
 
