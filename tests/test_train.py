@@ -303,8 +303,10 @@ CPUINFO_ARM = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
 
 
 def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
-    for text, expected in [(CPUINFO_X86, True), (CPUINFO_OLD, False), (CPUINFO_ARM, True)]:
-        path = tmp_path / "cpuinfo"
+    for k, (text, expected) in enumerate(
+        [(CPUINFO_X86, True), (CPUINFO_OLD, False), (CPUINFO_ARM, True)]
+    ):
+        path = tmp_path / f"cpuinfo{k}"  # read once per path
         path.write_text(text)
         assert train.cpu_has_native_bf16(path) is expected
     assert train.cpu_has_native_bf16(tmp_path / "missing") is False
