@@ -179,3 +179,13 @@ def fold_params(wildcards):
         "val": fold_subjects(fold, True),
         "fold": fold,
     }
+
+
+# --- train.smk
+
+
+def train_params(model):
+    """The train settings that shape this model's weights: the shared ones with the model's own
+    (train.by_model, per-model epochs) merged over them; run settings reach the job from the
+    config (thighct.run_settings)."""
+    return run_settings.science("train", run_settings.train_for_model(TRAIN_CFG, model))

@@ -26,13 +26,6 @@ if set(TRAIN_CFG.get("by_model", {})) - set(config["networks"]):
 FOLD_IDS = list(range(FOLDS))
 
 
-def train_params(model):
-    """The train settings that shape this model's weights: the shared ones with the model's own
-    (train.by_model, per-model epochs) merged over them; run settings reach the job from the
-    config (thighct.run_settings)."""
-    return run_settings.science("train", run_settings.train_for_model(TRAIN_CFG, model))
-
-
 rule train:
     """One network trained on the train split, validated on the val split (paper: 60 / 12)."""
     input:
