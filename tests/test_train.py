@@ -13,8 +13,11 @@ from conftest import REPO, load_config
 from thighct import train
 from thighct.labels import LabelTable
 from thighct.models import load_model
+from thighct.run_settings import train_for_model
 
 TINY = load_config(REPO / "tests" / "config" / "tiny.yaml")
+# The train section as one model's job gets it (train.by_model merged, epochs a count).
+TRAIN = train_for_model(TINY["train"], "unet")
 N_CLASSES = 5
 
 
@@ -57,7 +60,7 @@ def phantoms(n: int, seed: int) -> list[dict]:
 
 
 def settings(tmp_path, **over) -> dict:
-    cfg = {**TINY["train"], "checkpoint_dir": str(tmp_path / "checkpoints"), "threads": 1}
+    cfg = {**TRAIN, "checkpoint_dir": str(tmp_path / "checkpoints"), "threads": 1}
     cfg.update(over)
     return cfg
 
@@ -220,8 +223,10 @@ def test_an_epoch_visits_every_training_image_once_in_seeded_order():
 
 def test_epochs_must_be_resolved_to_a_count_for_the_model():
     with pytest.raises(train.ThighctError, match="positive count"):
-        train.TrainSettings.from_config({**TINY["train"], "epochs": None})
-    assert train.TrainSettings.from_config({**TINY["train"], "epochs": 3}).epochs == 3
+        train.TrainSettings.from_config({**TRAIN, "epochs": None})
+    assert train.TrainSettings.from_config({**TRAIN, "epochs": 3}).epochs == 3
+    with pytest.raises(train.ThighctError, match="by_model"):
+        train.TrainSettings.from_config(TINY["train"])  # the whole section: not one model's
 
 
 def test_scale_augmentation_zooms_image_and_label_together_by_a_seeded_factor():
