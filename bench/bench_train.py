@@ -45,6 +45,7 @@ from thighct.train import (  # noqa: E402
     cpu_has_native_bf16,
     make_loss,
     make_optimizer,
+    optimiser_step,
 )
 
 
@@ -67,12 +68,7 @@ def time_steps(model, net_cfg, train_cfg, n_classes, crops, steps, warmup, devic
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = loss_fn(net(images), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        optimiser_step(net, images, labels, loss_fn, optimizer, scaler, dtype)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if k >= warmup:

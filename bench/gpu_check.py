@@ -49,7 +49,13 @@ from thighct import infer  # noqa: E402
 from thighct.labels import read_labels  # noqa: E402
 from thighct.models import build_network, network_roi  # noqa: E402
 from thighct.run_settings import infer_for_model, train_for_model  # noqa: E402
-from thighct.train import TrainSettings, autocast_dtype, make_loss, make_optimizer  # noqa: E402
+from thighct.train import (  # noqa: E402
+    TrainSettings,
+    autocast_dtype,
+    make_loss,
+    make_optimizer,
+    optimiser_step,
+)
 
 
 def paper_config() -> dict:
@@ -84,12 +90,7 @@ def check_training(cfg: dict, n_classes: int, steps: int, device) -> tuple[dict,
     for step in range(steps + 2):
         torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = loss_fn(net(images), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss = optimiser_step(net, images, labels, loss_fn, optimizer, scaler, dtype)
         torch.cuda.synchronize(device)
         if step >= 2:
             times.append(time.perf_counter() - t0)

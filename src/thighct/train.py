@@ -535,6 +535,18 @@ def _autocast(dtype: torch.dtype | None, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def optimiser_step(net, images, targets, loss_fn, optimizer, scaler, dtype) -> torch.Tensor:
+    """One optimiser step as rule train takes it: forward under ``dtype`` autocast (None:
+    float32), loss, scaled backward, step and scaler update. Returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(dtype, images.device):
+        loss = loss_fn(net(images), targets)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 def _precision_name(dtype: torch.dtype | None) -> str:
     return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
@@ -713,12 +725,7 @@ def train_model(
             images, targets = augment_scale(images, targets, settings)
             images, targets = augment_flip(images, targets, settings)
             images = images.contiguous(memory_format=_memory_format(settings))
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(amp_dtype, dev):
-                loss = loss_fn(net(images), targets)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = optimiser_step(net, images, targets, loss_fn, optimizer, scaler, amp_dtype)
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             scheduler.step()
             losses.append(float(loss.detach()))
