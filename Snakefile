@@ -26,17 +26,17 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/functions.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/infer.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/volumes.smk"
+include: "workflow/rules/metrics.smk"
 include: "workflow/rules/sarcopenia.smk"
 
 
 rule all:
     default_target: True
     input:
-        ALL_TARGETS,
+        get_final_output(),

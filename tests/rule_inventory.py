@@ -71,6 +71,9 @@ def rule_record(rule) -> dict:
         "resources": {k: _resource(v) for k, v in rule.resources.items() if not k.startswith("_")},
         "wildcards": sorted(rule.wildcard_names),
         "output": _files(rule.output),
+        # The regular expressions Snakemake matches requested files against (wildcard
+        # constraints included), for outputs with wildcards.
+        "output_patterns": [f.regex().pattern for f in rule.output if f.get_wildcard_names()],
         "input": _inputs(rule),
     }
 

@@ -143,7 +143,7 @@ RUN_ONLY_CHANGES = {
     "infer.fast_norm": {"infer": {"fast_norm": False}},
     "infer.split_head": {"infer": {"split_head": False}},
     "infer.fuse_blocks": {"infer": {"fuse_blocks": False}},
-    "evaluate.resources": {"evaluate": {"resources": {"runtime": 99, "mem_mb": 9999}}},
+    "metrics.resources": {"metrics": {"resources": {"runtime": 99, "mem_mb": 9999}}},
 }
 
 

@@ -67,18 +67,62 @@ def test_every_rule_declares_threads_memory_and_runtime(rules):
         )
 
 
+# A rule's variants keep their stage's name: per chunk of subjects (ingest_chunk001,
+# predict_unet_chunk001, volumes_ground_truth_chunk002), per fold (train_fold, metrics_fold,
+# predict_unet_fold0) and per volume source (correlate_by_source).
+VARIANT = re.compile(r"^(?:(?:[a-z0-9_]+_)?(?:chunk\d+|fold\d*)|by_source)$")
+
+
+def _stage_of(rule: dict) -> str:
+    return Path(rule["script"]).stem
+
+
 def test_every_rule_runs_a_script_named_after_it(rules):
-    # Rule `preprocess` runs workflow/scripts/preprocess.py (chunked rules share their stage's).
+    # Rule `preprocess` runs workflow/scripts/preprocess.py; its variants share that script.
     for rule in rules:
         assert rule["script"], f"rule {rule['name']} has no script"
         script = Path(rule["script"])
         assert script.parent == REPO / "workflow" / "scripts", rule["name"]
+        stage, name = script.stem, rule["name"]
+        suffix = name[len(stage) + 1 :] if name.startswith(stage + "_") else None
+        assert name == stage or (suffix and VARIANT.match(suffix)), (
+            f"rule {name} runs {script.name}: name the script after the rule"
+        )
 
 
-def test_subject_and_model_wildcards_are_constrained():
-    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    block = common.split("wildcard_constraints:", 1)[1].split("\n\n", 1)[0]
-    assert re.search(r"^\s+subject=", block, re.M) and re.search(r"^\s+model=", block, re.M)
+def test_every_rule_logs_under_its_own_name(rules):
+    for rule in rules:
+        stage = _stage_of(rule)
+        for log in rule["log"]:
+            assert log == f"logs/{stage}.log" or log.startswith(f"logs/{stage}/"), (
+                f"rule {rule['name']} (script {stage}.py) logs to {log}"
+            )
+
+
+def test_a_stage_s_rules_live_in_the_rule_file_named_after_it(rules):
+    # Rules of stage `predict` (script predict.py) are in predict.smk, and so on; rule files
+    # hold rules only (input functions live in common.smk).
+    for rule in rules:
+        stage = _stage_of(rule)
+        if (REPO / "workflow" / "rules" / f"{stage}.smk").exists():
+            assert Path(rule["snakefile"]).stem == stage, (rule["name"], rule["snakefile"])
+    stages = {Path(r["snakefile"]).stem for r in rules}
+    assert {"predict", "volumes", "metrics", "train", "preprocess"} <= stages
+    assert not (REPO / "workflow" / "rules" / "functions.smk").exists()
+
+
+def test_subject_and_model_wildcards_are_constrained(rules):
+    # Snakemake's own matching patterns: no {subject} or {model} matches anything (".+").
+    checked = 0
+    for rule in rules:
+        for pattern in rule["output_patterns"]:
+            for wildcard in ("subject", "model", "source"):
+                if f"(?P<{wildcard}>" in pattern:
+                    checked += 1
+                    assert f"(?P<{wildcard}>.+)" not in pattern, (
+                        f"rule {rule['name']}: {{{wildcard}}} is unconstrained in {pattern}"
+                    )
+    assert checked, "no rule output with a {subject}, {model} or {source} wildcard found"
 
 
 def _schema_keys(schema: dict, prefix: str = "") -> list[str]:

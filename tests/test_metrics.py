@@ -516,7 +516,7 @@ def test_fig5_figure_has_one_panel_per_metric_and_a_legend_per_model(tmp_path):
 # ------------------------------------------------------------------------- the workflow
 @pytest.mark.workflow
 def test_evaluation_rules_run_on_the_tiny_config(tmp_path):
-    """evaluate, icc, compare_models, fig5_table and fig5_metrics on made-up predictions."""
+    """metrics, icc, compare_models, fig5_table and fig5_metrics on made-up predictions."""
     import subprocess
     import sys
 
@@ -583,7 +583,7 @@ def test_evaluation_rules_run_on_the_tiny_config(tmp_path):
         sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "-c1",
         "--directory", str(tmp_path), "--configfile", str(REPO / "tests/config/tiny.yaml"),
         # Only the evaluation rules: the made-up inputs stand in for every earlier stage.
-        "--allowed-rules", "evaluate", "icc", "compare_models", "fig5_table", "fig5_metrics",
+        "--allowed-rules", "metrics", "icc", "compare_models", "fig5_table", "fig5_metrics",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -602,7 +602,7 @@ def test_evaluation_rules_run_on_the_tiny_config(tmp_path):
     ]
     assert per["class_id"].nunique() == 29
     fig5 = pd.read_csv(tmp_path / "results/tables/fig5_metrics.tsv", sep="\t", comment="#")
-    assert fig5.shape == (2 * len(cfg["evaluate"]["fig5_metrics"]), 2 + 27)
+    assert fig5.shape == (2 * len(cfg["metrics"]["fig5_metrics"]), 2 + 27)
     comparison = pd.read_csv(tmp_path / "results/metrics/comparison.tsv", sep="\t", comment="#")
     unetr, unet = comparison.set_index("model").loc[["unetr", "unet"], "dice_mean"]
     assert unetr > unet  # less noise, higher Dice

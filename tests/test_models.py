@@ -9,11 +9,11 @@ from conftest import REPO, load_config
 
 from thighct.errors import ThighctError
 from thighct.labels import LabelTable, read_labels
+from thighct.model_file import check_applicable, file_sha256, model_meta
 from thighct.models import (
     build_network,
     count_parameters,
     load_model,
-    model_meta,
     network_roi,
     save_model,
 )
@@ -102,7 +102,7 @@ def _saved(tmp_path, model="unet"):
     torch.manual_seed(0)
     net = build_network(model, cfg, LABELS.n_classes)
     path = tmp_path / "model.pt"
-    save_model(path, net, model_meta(model, cfg, LABELS, best_epoch=3))
+    save_model(path, net, model_meta(model, cfg, LABELS, TINY["preprocess"], best_epoch=3))
     return path, net, cfg
 
 
@@ -179,3 +179,37 @@ def test_a_bad_network_config_is_a_clear_error(cfg, message):
 def test_label_table_fixture_is_the_papers_30_classes():
     assert LABELS.n_classes == 30
     assert isinstance(LABELS.table, pd.DataFrame)
+
+
+def test_weights_fit_the_config_they_were_trained_under(tmp_path):
+    path, _, cfg = _saved(tmp_path)
+    meta = check_applicable(path, "unet", LABELS, cfg, TINY["preprocess"])
+    assert meta["model"] == "unet"
+    assert len(file_sha256(path)) == 64
+
+
+def test_weights_under_another_spacing_network_or_labels_name_every_key_with_both_values(
+    tmp_path,
+):
+    path, _, cfg = _saved(tmp_path)
+    preprocess = {**TINY["preprocess"], "spacing_mm": [1.5, 1.5, 2.0], "gamma": 1.0}
+    network = {**cfg, "channels": [8, 16, 32]}
+    table = LABELS.table.copy()
+    table.loc[table["id"] == 5, "name"] = "vastus_something_else"
+    with pytest.raises(ThighctError) as err:
+        check_applicable(path, "unet", LabelTable(table), network, preprocess)
+    text = str(err.value)
+    assert str(path) in text and "fix:" in text
+    assert "preprocess.spacing_mm: model [6.0, 6.0, 10.0] vs config [1.5, 1.5, 2.0]" in text
+    assert "preprocess.gamma: model 2.0 vs config 1.0" in text
+    assert "networks.unet.channels: model [4, 8, 16] vs config [8, 16, 32]" in text
+    assert "labels id 5" in text and "vastus_something_else" in text
+
+
+def test_a_model_file_without_its_preprocessing_is_not_applied(tmp_path):
+    path, _, cfg = _saved(tmp_path)
+    blob = torch.load(path, weights_only=True)
+    del blob["meta"]["preprocess"]
+    torch.save(blob, path)
+    with pytest.raises(ThighctError, match="does not record its pre-processing"):
+        check_applicable(path, "unet", LABELS, cfg, TINY["preprocess"])

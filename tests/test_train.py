@@ -72,7 +72,8 @@ def test_one_epoch_of_each_network_writes_a_loadable_model_and_a_log(tmp_path, m
     cfg = settings(tmp_path, epochs=1)
     result = train.train_model(model, net_cfg, cfg, labels, phantoms(2, 1), phantoms(1, 2), seed=7)
     train.write_outputs(
-        result, tmp_path / "model.pt", tmp_path / "log.tsv", model, net_cfg, cfg, labels, 7
+        result, tmp_path / "model.pt", tmp_path / "log.tsv", model, net_cfg, cfg, labels, 7,
+        TINY["preprocess"],
     )
 
     log = pd.read_csv(tmp_path / "log.tsv", sep="\t")
@@ -81,6 +82,8 @@ def test_one_epoch_of_each_network_writes_a_loadable_model_and_a_log(tmp_path, m
     assert 0 <= log["val_dice"].iloc[0] <= 1
     net, meta = load_model(tmp_path / "model.pt", labels, net_cfg=net_cfg)
     assert meta["seed"] == 7 and meta["best_epoch"] == 1
+    assert meta["preprocess"]["spacing_mm"] == TINY["preprocess"]["spacing_mm"]
+    assert "figure" not in meta["preprocess"] and meta["thighct_version"]
     assert not train.checkpoint_path(cfg["checkpoint_dir"], model).exists()
 
 

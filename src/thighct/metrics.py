@@ -421,7 +421,7 @@ def is_miss(per_subject: pd.DataFrame) -> pd.Series:
 def summarise_metrics(per_subject: pd.DataFrame) -> pd.DataFrame:
     """Per class: mean and sd (ddof 1, NaN left out) of each metric, misses and VC.
 
-    ``per_subject`` has one row per (subject, class) as written by the ``evaluate`` rule.
+    ``per_subject`` has one row per (subject, class) as written by the ``metrics`` rule.
     ``n_subjects`` counts subjects where the class is present in P or G; ``misses`` those where
     it is present in only one; ``vc`` is the Pearson r of predicted against true volumes over
     the subjects where the class is present in P or G, ``volume_slope`` the log-log slope of

@@ -10,17 +10,15 @@ A network is described by one entry of ``config["networks"]``::
 every other key is passed to the MONAI constructor unchanged. Networks take a (batch, 1, x, y, z)
 float tensor and return (batch, n_classes, x, y, z) logits.
 
-A saved model (``model.pt``) is a plain dict ``{"state_dict": ..., "meta": ...}`` readable with
-``torch.load(weights_only=True)``; ``meta`` holds the label table, the network config and the
-number of classes, so loading it against another label table or network config is an error
-rather than a silent mis-labelling.
+A saved model (``model.pt``) is described in :mod:`thighct.model_file`: weights plus what using
+them needs (label table, network config, pre-processing), so loading it against another label
+table or network config is an error rather than a silent mis-labelling.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import json
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ from monai.networks.nets import UNETR, DynUNet, UNet
 from .errors import ThighctError
 from .io_tables import atomic_path
 from .labels import LabelTable
+from .model_file import check_labels, check_network, normalise_config, read_model_file
 
 
 class PatchUNETR(torch.nn.Module):
@@ -154,15 +153,6 @@ META_KEYS = ("arch", "roi", "patch_size")
 #: smaller patches build :class:`PatchUNETR`, the same network with more levels of tokens.
 UNETR_PATCH = 16
 UNETR_PATCHES = (16, 8, 4)
-#: Version of the model.pt layout; bump when it changes.
-FORMAT_VERSION = 1
-
-
-def normalise_config(net_cfg: dict) -> dict:
-    """The network config as plain JSON types (tuples -> lists), so stored and given compare equal."""
-    return json.loads(json.dumps(dict(net_cfg), sort_keys=True))
-
-
 def network_roi(net_cfg: dict) -> tuple[int, int, int]:
     """Input patch size (x, y, z) in voxels: crop size, UNETR ``img_size`` and sliding window."""
     roi = net_cfg.get("roi")
@@ -254,19 +244,6 @@ def count_parameters(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-def model_meta(model_name: str, net_cfg: dict, labels: LabelTable, **extra) -> dict:
-    """The metadata stored beside the weights: what shapes the network and what its outputs mean."""
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "model": model_name,
-        "network": normalise_config(net_cfg),
-        "n_classes": labels.n_classes,
-        "labels": labels.to_dict(),
-    }
-    meta.update(normalise_config(extra))
-    return meta
-
-
 def atomic_torch_save(obj, path: str | Path) -> None:
     """``torch.save`` through :func:`thighct.io_tables.atomic_path`: never a half-written file."""
     with atomic_path(path) as tmp:
@@ -274,74 +251,12 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 
 
 def save_model(path: str | Path, net: torch.nn.Module, meta: dict) -> None:
-    """Write weights (state dict on CPU) and ``meta`` (see :func:`model_meta`) atomically."""
+    """Write weights (state dict on CPU) and ``meta`` (see :func:`thighct.model_file.model_meta`) atomically."""
     for key in ("network", "labels", "n_classes"):
         if key not in meta:
             raise ValueError(f"model meta lacks '{key}'; build it with model_meta()")
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     atomic_torch_save({"state_dict": state, "meta": normalise_config(meta)}, path)
-
-
-def read_model_file(path: str | Path) -> dict:
-    """The raw ``{"state_dict", "meta"}`` dict of a model file (weights-only unpickling)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ThighctError(
-            "model file not found", path=path, fix="train the model first (rule train)"
-        )
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise ThighctError(
-            f"cannot read the model file: {exc}", path=path, fix="delete it and rerun rule train"
-        ) from exc
-    if not isinstance(blob, dict) or "state_dict" not in blob or "meta" not in blob:
-        raise ThighctError(
-            "not a thighct model file (no state_dict/meta)",
-            path=path,
-            fix="give a model.pt written by rule train",
-        )
-    return blob
-
-
-def check_labels(meta: dict, labels: LabelTable, path: str | Path) -> None:
-    """Raise if the model was trained on another label table than ``labels``."""
-    stored = meta["labels"]
-    given = labels.to_dict()
-    if stored == given:
-        return
-    stored_ids = {r["id"]: r["name"] for r in stored}
-    given_ids = {r["id"]: r["name"] for r in given}
-    diffs = [
-        f"id {i}: model '{stored_ids.get(i, '-')}' vs table '{given_ids.get(i, '-')}'"
-        for i in sorted(set(stored_ids) | set(given_ids))
-        if stored_ids.get(i) != given_ids.get(i)
-    ]
-    if not diffs:
-        diffs = ["class groups differ"]
-    shown = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 5 else "")
-    raise ThighctError(
-        f"model was trained with a different label table ({len(stored)} classes) than the one "
-        f"given ({len(given)} classes): {shown}",
-        path=path,
-        fix="use the label table the model was trained with (config 'labels'), or retrain "
-        "the model (delete it and rerun rule train)",
-    )
-
-
-def check_network(meta: dict, net_cfg: dict, path: str | Path) -> None:
-    """Raise if the stored network config differs from ``net_cfg``."""
-    stored, given = meta["network"], normalise_config(net_cfg)
-    if stored == given:
-        return
-    keys = sorted(k for k in set(stored) | set(given) if stored.get(k) != given.get(k))
-    shown = ", ".join(f"{k}: model {stored.get(k)!r} vs config {given.get(k)!r}" for k in keys)
-    raise ThighctError(
-        f"model was trained with another network config ({shown})",
-        path=path,
-        fix="restore the network settings the model was trained with, or retrain it "
-        "(delete it and rerun rule train)",
-    )
 
 
 def load_model(

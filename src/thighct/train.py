@@ -50,7 +50,8 @@ from monai.transforms import (
 from . import io
 from .errors import ThighctError
 from .labels import LabelTable
-from .models import atomic_torch_save, build_network, count_parameters, model_meta, network_roi
+from .model_file import model_meta
+from .models import atomic_torch_save, build_network, count_parameters, network_roi
 from .models import save_model as save_model_file
 from .run_settings import RUN_KEYS
 
@@ -835,12 +836,18 @@ def write_outputs(
     train_cfg: dict,
     labels: LabelTable,
     seed: int,
+    preprocess: dict,
 ) -> None:
-    """Write model.pt (best weights + label table + network config) and train_log.tsv atomically."""
+    """Write model.pt and train_log.tsv atomically.
+
+    model.pt holds the best weights with the label table, the network config and the
+    pre-processing (``preprocess`` config) the scans went through (:mod:`thighct.model_file`).
+    """
     meta = model_meta(
         model_name,
         net_cfg,
         labels,
+        preprocess,
         seed=int(seed),
         best_epoch=int(result.best_epoch),
         best_val_dice=None if math.isnan(result.best_dice) else float(result.best_dice),

@@ -120,13 +120,3 @@ rule label_tables:
         code=code_of("label_tables"),
     script:
         "../scripts/label_tables.py"
-
-
-ALL_TARGETS.extend(
-    [
-        "results/cohort/flow.tsv",
-        "results/cohort/included.tsv",
-        "results/figures/fig1_flow.png",
-        "results/labels/thighct_slicer_colors.ctbl",
-    ]
-)

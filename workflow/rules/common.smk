@@ -2,6 +2,7 @@
 # parse time, so a bad table stops the run before any job), input functions and constraints.
 import os
 import sys
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -10,7 +11,7 @@ sys.path.insert(
 )  # the library works even without `pip install -e .`
 
 from thighct import cohort as cohort_lib
-from thighct import run_settings
+from thighct import model_file, run_settings
 from thighct.errors import ThighctError
 from thighct.fingerprint import script_fingerprint
 from thighct.labels import read_labels
@@ -103,6 +104,65 @@ RATER2 = [s for s in SUBJECTS if _ROWS[s]["label_rater2"]]
 RATER2_SET = set(RATER2)
 FOLDS = int(config["split"]["folds"])
 
+# Networks as the rules see them: `weights` (apply mode, below) is not part of the network.
+NETWORKS = {
+    name: {k: v for k, v in cfg.items() if k != "weights"}
+    for name, cfg in config["networks"].items()
+}
+# The pre-processing that shapes every network's input (also stored in each model file).
+PREPROCESS_PARAMS = model_file.input_preprocessing(config["preprocess"])
+
+# The body mask (threshold, opening, components) as the pre-processing builds it; the midline
+# of the volumes and the clean-up of predictions use the same one (thighct.body).
+BODY_KEYS = [
+    "body_threshold_hu",
+    "body_opening_mm",
+    "body_min_component_fraction",
+    "body_coarse_mm",
+]
+BODY_PARAMS = {
+    k: config["preprocess"][k] for k in BODY_KEYS if k in config["preprocess"]
+}
+
+# Apply mode: a model whose networks.<model>.weights names a model file is not trained here.
+# The file is checked against this config (labels, network, pre-processing) while the workflow
+# is read, so a mismatch stops the run before any job, and rule import_model copies it to
+# results/models/{model}/model.pt. Its SHA-256 is a param: new content reruns predictions.
+WEIGHTS = {
+    m: repo_path(config["networks"][m]["weights"])
+    for m in MODELS
+    if config["networks"][m].get("weights")
+}
+TRAINED = [m for m in MODELS if m not in WEIGHTS]
+WEIGHTS_SHA256 = {}
+_weight_problems = []
+for _model, _path in WEIGHTS.items():
+    try:
+        model_file.check_applicable(
+            _path, _model, LABELS, NETWORKS[_model], PREPROCESS_PARAMS
+        )
+        WEIGHTS_SHA256[_model] = model_file.file_sha256(_path)
+    except ThighctError as exc:
+        _weight_problems.append(str(exc))
+if _weight_problems:
+    _fail("\n\n".join(_weight_problems))
+if TRAINED and not (TRAIN and VAL):
+    _fail(
+        ThighctError(
+            f"models {TRAINED} are trained here, which needs annotated scans in the train "
+            f"and val splits; this cohort has {len(TRAIN)} and {len(VAL)}",
+            fix="give label maps in the cohort table's `label` column, or set "
+            "networks.<model>.weights to a trained model.pt for each model (apply mode)",
+        )
+    )
+# Scans scored against labels: the validation split when a model trains here, every annotated
+# scan when all weights come from elsewhere (no model here has seen their labels).
+EVAL_SUBJECTS = VAL if TRAINED else ANNOTATED
+# The sarcopenia analysis needs the SMI (DXA) of at least some included subjects.
+HAS_SMI = "smi" in INCLUDED and bool(
+    pd.to_numeric(INCLUDED["smi"], errors="coerce").notna().any()
+)
+
 # The per-scan stages that load torch and MONAI (preprocess, predict) run in chunks: one job
 # per chunk of subjects, so MONAI's import (about 5 CPU-s) is paid once per chunk instead of
 # once per scan. A subject's chunk follows from a stable hash of its id, so adding a subject
@@ -111,13 +171,15 @@ FOLDS = int(config["split"]["folds"])
 N_CHUNKS = cohort_lib.chunk_count(len(SUBJECTS), config["chunks"], config["chunk_size"])
 CHUNKS = cohort_lib.chunk_subjects(SUBJECTS, N_CHUNKS)
 
-# Final targets; every stage's .smk appends its own.
-ALL_TARGETS = []
-
 
 wildcard_constraints:
     subject="[A-Za-z0-9][A-Za-z0-9_.-]*",
     model="|".join(MODELS),
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly ``names`` (nothing when there are none)."""
+    return "|".join(names) if names else "(?!)"
 
 
 def subject_row(subject):
@@ -132,7 +194,7 @@ def source_description(source):
         "rater2": "the second rater's labels",
         "truth": "the phantoms' true volumes",
     }
-    names = config["evaluate"].get("model_names", {})
+    names = config["metrics"].get("model_names", {})
     return fixed.get(source, f"{names.get(source, source)} predictions")
 
 
@@ -149,3 +211,217 @@ def source_label(wildcards):
 def source_label_rater2(wildcards):
     """The subject's second-rater label map (RATER2 subjects only)."""
     return _ROWS[wildcards.subject]["label_rater2"]
+
+
+def evaluation_pairs(subjects, predictions):
+    """Prediction and first-rater label paths of ``subjects`` (prediction pattern has {subject})."""
+    return {
+        "pred": expand(predictions, subject=subjects),
+        "truth": expand("results/ingested/{subject}/label.nii.gz", subject=subjects),
+        "labels": LABELS_TSV,
+    }
+
+
+def fold_evaluation_inputs(wildcards):
+    held_out = fold_subjects(int(wildcards.fold), True)
+    pattern = (
+        f"results/predictions/{wildcards.model}/fold{wildcards.fold}/{{subject}}.nii.gz"
+    )
+    return evaluation_pairs(held_out, pattern)
+
+
+def icc_inputs(wildcards):
+    inputs = {
+        "models": expand("results/volumes/{model}.tsv", model=MODELS),
+        "ground_truth": "results/volumes/ground_truth.tsv",
+        "labels": LABELS_TSV,
+    }
+    if RATER2:
+        inputs["rater2"] = "results/volumes/rater2.tsv"
+    return inputs
+
+
+def predict_inputs(model_path, members):
+    return {
+        "model": model_path,
+        "images": expand(
+            "results/preprocessed/{subject}/image.nii.gz", subject=members
+        ),
+        "transforms": expand(
+            "results/preprocessed/{subject}/transform.json", subject=members
+        ),
+        "ingested": expand("results/ingested/{subject}/image.nii.gz", subject=members),
+        "labels": LABELS_TSV,
+    }
+
+
+def volume_label(wildcards):
+    """The label map measured: a model's prediction or a rater's manual label."""
+    if wildcards.source == "ground_truth":
+        return f"results/ingested/{wildcards.subject}/label.nii.gz"
+    if wildcards.source == "rater2":
+        return f"results/ingested/{wildcards.subject}/label_rater2.nii.gz"
+    return f"results/predictions/{wildcards.source}/{wildcards.subject}.nii.gz"
+
+
+def fig6_inputs(wildcards):
+    inputs = {
+        "images": expand(
+            "results/ingested/{subject}/image.nii.gz", subject=FIG6_SUBJECTS
+        ),
+        "truths": expand(
+            "results/ingested/{subject}/label.nii.gz", subject=FIG6_SUBJECTS
+        ),
+        "predictions": expand(
+            "results/predictions/{model}/{subject}.nii.gz",
+            model=MODELS,
+            subject=FIG6_SUBJECTS,
+        ),
+        "labels": LABELS_TSV,
+    }
+    # The Dice in the titles is the one the evaluation reports, when it scores these subjects.
+    if set(FIG6_SUBJECTS) <= set(EVAL_SUBJECTS):
+        inputs["metrics"] = expand(
+            "results/metrics/{model}/per_subject.tsv", model=MODELS
+        )
+    return inputs
+
+
+def synthetic_subject(wildcards):
+    """The cohort values a subject's phantom depends on (a change reruns only it)."""
+    row = subject_row(wildcards.subject)
+
+    def number(value):
+        return None if value is None or value == "" or pd.isna(value) else float(value)
+
+    return {
+        "sex": str(row["sex"]),
+        "height_cm": float(row["height_cm"]),
+        "weight_kg": number(row["weight_kg"]),
+        "smi": number(row["smi"]),
+        "sarcopenia_cutoff": float(CUTOFFS[row["sex"]]),
+    }
+
+
+def example_subject():
+    """The subject shown in phantom_example.png (config, else the first annotated)."""
+    chosen = config["synthetic"]["example"]["subject"]
+    if chosen and chosen not in SUBJECTS:
+        _fail(
+            ThighctError(
+                f"synthetic.example.subject {chosen!r} is not an included subject",
+                fix="give an id from results/cohort/included.tsv, or leave it empty",
+            )
+        )
+    return chosen or (ANNOTATED or SUBJECTS)[0]
+
+
+def preprocessed(subjects, kind):
+    return expand(
+        "results/preprocessed/{subject}/{kind}.nii.gz", subject=subjects, kind=kind
+    )
+
+
+def fold_subjects(fold, held_out):
+    """Annotated subjects of cross-validation fold ``fold`` (held_out) or of all the others."""
+    rows = INCLUDED[INCLUDED["subject_id"].isin(ANNOTATED)]
+    chosen = rows["fold"] == fold if held_out else rows["fold"] != fold
+    return list(rows.loc[chosen, "subject_id"])
+
+
+def train_inputs(train_ids, val_ids):
+    return {
+        "train_images": preprocessed(train_ids, "image"),
+        "train_labels": preprocessed(train_ids, "label"),
+        "val_images": preprocessed(val_ids, "image"),
+        "val_labels": preprocessed(val_ids, "label"),
+        "labels": LABELS_TSV,
+    }
+
+
+def fold_inputs(wildcards):
+    fold = int(wildcards.fold)
+    return train_inputs(fold_subjects(fold, False), fold_subjects(fold, True))
+
+
+def fold_params(wildcards):
+    fold = int(wildcards.fold)
+    return {
+        "train": fold_subjects(fold, False),
+        "val": fold_subjects(fold, True),
+        "fold": fold,
+    }
+
+
+def train_params(model):
+    """The train settings that shape this model's weights: the shared ones with the model's own
+    (train.by_model, per-model epochs) merged over them; run settings reach the job from the
+    config (thighct.run_settings)."""
+    return run_settings.science("train", run_settings.train_for_model(TRAIN_CFG, model))
+
+
+def get_final_output():
+    """Every result of the study that this config and cohort allow (rule all's inputs).
+
+    Models are trained here or applied (networks.<model>.weights); scores, the ICC and Fig 5/6
+    need annotated scans; the sarcopenia analysis needs SMI values.
+    """
+    targets = [
+        "results/cohort/flow.tsv",
+        "results/cohort/included.tsv",
+        "results/figures/fig1_flow.png",
+        "results/labels/thighct_slicer_colors.ctbl",
+        "results/figures/fig3_preprocessing.png",
+    ]
+    if SYNTHETIC:
+        targets += [
+            "results/synthetic/truth.tsv",
+            "results/figures/phantom_example.png",
+        ]
+    targets += expand("results/preprocessed/{subject}/image.nii.gz", subject=SUBJECTS)
+    targets += expand("results/preprocessed/{subject}/label.nii.gz", subject=ANNOTATED)
+    targets += expand("results/ingested/{subject}/label_rater2.nii.gz", subject=RATER2)
+    targets += expand("results/models/{model}/model.pt", model=MODELS)
+    if TRAINED:
+        targets += expand("results/models/{model}/train_log.tsv", model=TRAINED)
+        targets += expand(
+            "results/models/{model}/fold{fold}/model.pt", model=TRAINED, fold=FOLD_IDS
+        )
+        targets += ["results/figures/training_curves.png"]
+    targets += expand(
+        "results/predictions/{model}/{subject}.nii.gz", model=MODELS, subject=SUBJECTS
+    )
+    targets += expand("results/volumes/{source}.tsv", source=VOLUME_SOURCES)
+    if EVAL_SUBJECTS:
+        targets += expand(
+            "results/metrics/{model}/{table}.tsv",
+            model=MODELS,
+            table=["per_subject", "summary"],
+        )
+        targets += [
+            "results/metrics/icc.tsv",
+            "results/tables/fig5_metrics.tsv",
+            "results/tables/fig5_metrics.md",
+            "results/figures/fig5_metrics.png",
+        ]
+        if {EVAL_CFG["compare"]["proposed"], EVAL_CFG["compare"]["baseline"]} <= set(
+            MODELS
+        ):
+            targets += ["results/metrics/comparison.tsv"]
+        if FIG6_SUBJECTS:
+            targets += ["results/figures/fig6_examples.png"]
+    if FOLDS and TRAINED:
+        targets += expand("results/metrics/{model}/cv/summary.tsv", model=TRAINED)
+    if HAS_SMI:
+        targets += [
+            "results/sarcopenia/correlations_muscles.tsv",
+            "results/sarcopenia/correlations_groups.tsv",
+            "results/sarcopenia/adjusted_models.tsv",
+            "results/sarcopenia/summary.md",
+            "results/figures/fig7_heatmap.png",
+            "results/figures/fig8_heatmap.png",
+            "results/figures/adjusted_models.png",
+        ]
+        if TRUTH_CHECK:
+            targets += ["results/sarcopenia/truth_agreement.tsv"]
+    return targets

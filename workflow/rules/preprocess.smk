@@ -87,7 +87,7 @@ for _chunk, _members in CHUNKS.items():
             code=code_of("preprocess"),
             subjects=_members,
             labelled=_labelled,
-            preprocess={k: v for k, v in config["preprocess"].items() if k != "figure"},
+            preprocess=PREPROCESS_PARAMS,
         script:
             "../scripts/preprocess.py"
 
@@ -123,11 +123,3 @@ rule fig3_preprocessing:
         dpi=config["plots"]["dpi"],
     script:
         "../scripts/fig3_preprocessing.py"
-
-
-ALL_TARGETS.extend(
-    expand("results/preprocessed/{subject}/image.nii.gz", subject=SUBJECTS)
-    + expand("results/preprocessed/{subject}/label.nii.gz", subject=ANNOTATED)
-    + expand("results/ingested/{subject}/label_rater2.nii.gz", subject=RATER2)
-    + ["results/figures/fig3_preprocessing.png"]
-)

@@ -1,11 +1,9 @@
-# Stage 6: sarcopenia. Volumes adjusted by height², sarcopenia status from the SMI (never from
+# Stage 7: sarcopenia. Volumes adjusted by height², sarcopenia status from the SMI (never from
 # CT), point-biserial correlations per sex (Fig 7 muscles, Fig 8 groups), adjusted logistic models.
 
 SARCOPENIA = config["sarcopenia"]
 SARCOPENIA_SOURCES = {
-    **{m: f"results/volumes/{m}.tsv" for m in MODELS},
-    "ground_truth": "results/volumes/ground_truth.tsv",
-    "rater2": "results/volumes/rater2.tsv",
+    source: f"results/volumes/{source}.tsv" for source in VOLUME_SOURCES
 }
 if SYNTHETIC:
     # The generator's exact volumes: what a perfect segmentation would measure.
@@ -302,17 +300,3 @@ rule sarcopenia_summary:
         reference=SARCOPENIA["reference"],
     script:
         "../scripts/sarcopenia_summary.py"
-
-
-ALL_TARGETS.extend(
-    [
-        "results/sarcopenia/correlations_muscles.tsv",
-        "results/sarcopenia/correlations_groups.tsv",
-        "results/sarcopenia/adjusted_models.tsv",
-        "results/sarcopenia/summary.md",
-        "results/figures/fig7_heatmap.png",
-        "results/figures/fig8_heatmap.png",
-        "results/figures/adjusted_models.png",
-    ]
-    + (["results/sarcopenia/truth_agreement.tsv"] if TRUTH_CHECK else [])
-)

@@ -117,10 +117,3 @@ if SYNTHETIC:
             dpi=config["plots"]["dpi"],
         script:
             "../scripts/phantom_example.py"
-
-    ALL_TARGETS.extend(
-        [
-            "results/synthetic/truth.tsv",
-            "results/figures/phantom_example.png",
-        ]
-    )

@@ -2,6 +2,7 @@
 # crops of the preprocessed training scans, keeping the weights with the best validation Dice.
 # A job killed at its time limit resumes from {train.checkpoint_dir}/{model}/last.pt when rerun.
 # With split.folds = k, k more models per network are trained, fold k held out for validation.
+# Apply mode: a model with networks.<model>.weights is imported instead of trained.
 
 TRAIN_CFG = config["train"]
 # train.epochs: one count for every model, or a count per model (the CPU-scale default gives
@@ -37,6 +38,8 @@ rule train:
         "logs/train/{model}.log",
     benchmark:
         "benchmarks/train/{model}.tsv"
+    wildcard_constraints:
+        model=one_of(TRAINED),
     conda:
         "../../envs/segmentation.yaml"
     threads: TRAIN_CFG["threads"]
@@ -54,8 +57,9 @@ rule train:
         mem_mb=TRAIN_CFG["resources"]["mem_mb"],
     params:
         code=code_of("train"),
-        network=lambda wc: config["networks"][wc.model],
+        network=lambda wc: NETWORKS[wc.model],
         train=lambda wc: train_params(wc.model),
+        preprocess=PREPROCESS_PARAMS,
         seed=SEED,
         subjects={"train": TRAIN, "val": VAL, "fold": None},
     script:
@@ -73,19 +77,48 @@ use rule train as train_fold with:
     benchmark:
         "benchmarks/train/{model}_fold{fold}.tsv"
     wildcard_constraints:
+        model=one_of(TRAINED),
         fold=r"\d+",
     params:
         code=code_of("train"),
-        network=lambda wc: config["networks"][wc.model],
+        network=lambda wc: NETWORKS[wc.model],
         train=lambda wc: train_params(wc.model),
+        preprocess=PREPROCESS_PARAMS,
         seed=SEED,
         subjects=fold_params,
+
+
+rule import_model:
+    """Apply mode: weights trained elsewhere (networks.<model>.weights), checked against this
+    config and copied to where a trained model would be."""
+    input:
+        weights=lambda wc: WEIGHTS[wc.model],
+        labels=LABELS_TSV,
+    output:
+        model="results/models/{model}/model.pt",
+    log:
+        "logs/import_model/{model}.log",
+    wildcard_constraints:
+        model=one_of(list(WEIGHTS)),
+    conda:
+        "../../envs/segmentation.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=5,
+    params:
+        code=code_of("import_model"),
+        sha256=lambda wc: WEIGHTS_SHA256[wc.model],
+        network=lambda wc: NETWORKS[wc.model],
+        preprocess=PREPROCESS_PARAMS,
+    script:
+        "../scripts/import_model.py"
 
 
 rule training_curves:
     """Training loss and validation mean Dice per epoch, one panel each, a line per model."""
     input:
-        logs=expand("results/models/{model}/train_log.tsv", model=MODELS),
+        logs=expand("results/models/{model}/train_log.tsv", model=TRAINED),
     output:
         png=report(
             "results/figures/training_curves.png",
@@ -102,19 +135,8 @@ rule training_curves:
         runtime=5,
     params:
         code=code_of("training_curves"),
-        models=MODELS,
-        losses={m: train_params(m)["loss"] for m in MODELS},
+        models=TRAINED,
+        losses={m: train_params(m)["loss"] for m in TRAINED},
         dpi=config["plots"]["dpi"],
     script:
         "../scripts/training_curves.py"
-
-
-ALL_TARGETS.extend(
-    expand(
-        "results/models/{model}/{file}",
-        model=MODELS,
-        file=["model.pt", "train_log.tsv"],
-    )
-    + expand("results/models/{model}/fold{fold}/model.pt", model=MODELS, fold=FOLD_IDS)
-    + ["results/figures/training_curves.png"]
-)

@@ -40,5 +40,6 @@ with logged(snakemake.log[0]) as log:
         train_cfg,
         labels,
         params.seed,
+        params.preprocess,
     )
     log.info("%s: wrote %s", model, snakemake.output.model)

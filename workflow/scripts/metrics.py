@@ -1,4 +1,4 @@
-"""Rule evaluate: Dice, ASSD, HD, HD95, RAVD per subject and class on the native grid, and a summary."""
+"""Rule metrics (metrics_fold): Dice, ASSD, HD, HD95, RAVD per subject and class on the native grid, and a summary."""
 
 from thighct import metrics
 from thighct.io_tables import write_tsv

@@ -1,4 +1,4 @@
-"""Rule evaluate_cv: the held-out metrics of every cross-validation fold pooled, and their summary."""
+"""Rule metrics_cv: the held-out metrics of every cross-validation fold pooled, and their summary."""
 
 import pandas as pd
 

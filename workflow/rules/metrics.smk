@@ -1,23 +1,25 @@
-# Stage 5: evaluation. Each model's predictions against the first rater's labels on the
-# validation scans, on the native grid (Dice, ASSD, HD, HD95, RAVD per subject and class; VC per
+# Stage 6: metrics. Each model's predictions against the first rater's labels on the scored
+# scans (the validation split; every annotated scan when no model trains here), on the native grid (Dice, ASSD, HD, HD95, RAVD per subject and class; VC per
 # class), the ICC of volumes, the paper's Fig 5 table and figure, and the model comparison.
 # With split.folds = k, each fold's model is also scored on its held-out subjects and the folds
 # are pooled (results/metrics/{model}/cv/).
 
-EVAL_CFG = config["evaluate"]
+EVAL_CFG = config["metrics"]
 
 
-rule evaluate:
+rule metrics:
     """Every metric of every foreground class for each validation subject, and a per-class summary."""
     input:
-        **evaluation_pairs(VAL, "results/predictions/{{model}}/{subject}.nii.gz"),
+        **evaluation_pairs(
+            EVAL_SUBJECTS, "results/predictions/{{model}}/{subject}.nii.gz"
+        ),
     output:
         per_subject="results/metrics/{model}/per_subject.tsv",
         summary="results/metrics/{model}/summary.tsv",
     log:
-        "logs/evaluate/{model}.log",
+        "logs/metrics/{model}.log",
     benchmark:
-        "benchmarks/evaluate/{model}.tsv"
+        "benchmarks/metrics/{model}.tsv"
     conda:
         "../../envs/evaluate.yaml"
     threads: EVAL_CFG["threads"]
@@ -25,36 +27,36 @@ rule evaluate:
         mem_mb=EVAL_CFG["resources"]["mem_mb"],
         runtime=EVAL_CFG["resources"]["runtime"],
     params:
-        code=code_of("evaluate"),
+        code=code_of("metrics"),
         model=lambda wc: wc.model,
-        subjects=VAL,
-        subset="validation",
+        subjects=EVAL_SUBJECTS,
+        subset="validation" if TRAINED else "annotated",
         grid_tolerance_mm=EVAL_CFG["grid_tolerance_mm"],
     script:
-        "../scripts/evaluate.py"
+        "../scripts/metrics.py"
 
 
-use rule evaluate as evaluate_fold with:
+use rule metrics as metrics_fold with:
     input:
         unpack(fold_evaluation_inputs),
     output:
         per_subject="results/metrics/{model}/fold{fold}/per_subject.tsv",
         summary="results/metrics/{model}/fold{fold}/summary.tsv",
     log:
-        "logs/evaluate/{model}_fold{fold}.log",
+        "logs/metrics/{model}_fold{fold}.log",
     benchmark:
-        "benchmarks/evaluate/{model}_fold{fold}.tsv"
+        "benchmarks/metrics/{model}_fold{fold}.tsv"
     wildcard_constraints:
         fold=r"\d+",
     params:
-        code=code_of("evaluate"),
+        code=code_of("metrics"),
         model=lambda wc: f"{wc.model} fold {wc.fold}",
         subjects=lambda wc: fold_subjects(int(wc.fold), True),
         subset="held-out",
         grid_tolerance_mm=EVAL_CFG["grid_tolerance_mm"],
 
 
-rule evaluate_cv:
+rule metrics_cv:
     """The held-out metrics of all folds pooled: every annotated subject scored once."""
     input:
         per_subject=expand(
@@ -64,7 +66,7 @@ rule evaluate_cv:
         per_subject="results/metrics/{model}/cv/per_subject.tsv",
         summary="results/metrics/{model}/cv/summary.tsv",
     log:
-        "logs/evaluate_cv/{model}.log",
+        "logs/metrics_cv/{model}.log",
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
@@ -72,11 +74,11 @@ rule evaluate_cv:
         mem_mb=1000,
         runtime=5,
     params:
-        code=code_of("evaluate_cv"),
+        code=code_of("metrics_cv"),
         model=lambda wc: wc.model,
         folds=FOLD_IDS,
     script:
-        "../scripts/evaluate_cv.py"
+        "../scripts/metrics_cv.py"
 
 
 rule icc:
@@ -96,7 +98,7 @@ rule icc:
     params:
         code=code_of("icc"),
         models=MODELS,
-        eval_subjects=VAL,
+        eval_subjects=EVAL_SUBJECTS,
         rater2_subjects=RATER2,
     script:
         "../scripts/icc.py"
@@ -180,20 +182,3 @@ rule fig5_metrics:
         dpi=config["plots"]["dpi"],
     script:
         "../scripts/fig5_metrics.py"
-
-
-ALL_TARGETS.extend(
-    expand(
-        "results/metrics/{model}/{table}.tsv",
-        model=MODELS,
-        table=["per_subject", "summary"],
-    )
-    + [
-        "results/metrics/icc.tsv",
-        "results/metrics/comparison.tsv",
-        "results/tables/fig5_metrics.tsv",
-        "results/tables/fig5_metrics.md",
-        "results/figures/fig5_metrics.png",
-    ]
-    + (expand("results/metrics/{model}/cv/summary.tsv", model=MODELS) if FOLDS else [])
-)
