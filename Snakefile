@@ -1,5 +1,6 @@
 # thighct: whole-thigh CT -> 27 muscles + femur + iliac (UNETR vs 3D U-Net) -> sarcopenia by sex.
 # Kim et al., Sci Rep 2024. The rules read like the paper's Methods, in the order data flows.
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,8 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 REPO = Path(workflow.basedir)
+# Where the conda envs' post-deploy scripts install thighct from (--use-conda, envs/).
+os.environ["THIGHCT_REPO"] = str(REPO)
 
 # A cancelled or timed-out Slurm job must fail the run, not leave it waiting (see the module).
 sys.path.insert(0, str(REPO / "workflow"))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from functools import cache
@@ -165,13 +167,42 @@ def test_env_file_parses_and_pins_every_package_to_the_pip_version(path):
 @pytest.mark.parametrize("path", env_files(), ids=lambda p: p.name)
 def test_env_file_has_no_local_pip_paths(path):
     # Snakemake copies an env file to .snakemake/conda/<hash>.yaml before `conda env create`,
-    # so a relative path such as `-e ../` would point into .snakemake/. thighct needs no install:
-    # a script's path ends with the workflow's own, which holds src/ (common.smk).
+    # so a relative path such as `-e ../` would point into .snakemake/. thighct is installed
+    # by the env's post-deploy script instead (next test).
     env = yaml.safe_load(path.read_text())
     for dep in env["dependencies"]:
         if isinstance(dep, dict):
             for spec in dep.get("pip", []):
                 assert not spec.startswith(("-e", ".", "/", "file:")), f"{path.name}: {spec}"
+
+
+@pytest.mark.parametrize("path", env_files(), ids=lambda p: p.name)
+def test_each_env_installs_thighct_from_the_repository_that_runs_the_workflow(path, tmp_path):
+    # The post-deploy script, run as Snakemake runs it (in the env, THIGHCT_REPO exported by the
+    # Snakefile), makes `import thighct` work from the env alone: here a bare venv stands in for
+    # the conda env, and the import runs outside the repository with no PYTHONPATH.
+    script = path.with_name(path.stem + ".post-deploy.sh")
+    assert script.is_file(), f"{path.name} has no post-deploy script"
+    assert "THIGHCT_REPO" in (REPO / "Snakefile").read_text()
+    if path.name != "base.yaml":  # the same script for every env; install once
+        assert script.read_text() == path.with_name("base.post-deploy.sh").read_text()
+        return
+    venv = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    env.update(THIGHCT_REPO=str(REPO), PATH=f"{venv / 'bin'}:{env['PATH']}")
+    proc = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import thighct; print(thighct.__file__)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert where.stdout.strip() == str(REPO / "src" / "thighct" / "__init__.py")
 
 
 def test_every_rule_has_a_conda_env_from_envs(rules):

@@ -82,7 +82,8 @@ def make_study(labels, counts=PAPER_COUNTS, effect=None, seed=0, no_smi=2):
 
 
 @pytest.fixture(scope="module")
-def study(labels):
+def made_up(labels):
+    """A made-up cohort with the paper's counts and its volume table, adjusted."""
     cohort, volumes = make_study(labels)
     adjusted, excluded = stats.adjusted_volumes(volumes, cohort, labels, AWGS)
     return cohort, volumes, adjusted, excluded
@@ -92,8 +93,8 @@ SETTINGS = stats.CorrelationSettings(min_n=10, min_per_status=2, resamples=300, 
 
 
 @pytest.fixture(scope="module")
-def correlations(study):
-    adjusted = study[2]
+def correlations(made_up):
+    adjusted = made_up[2]
     return {f: stats.correlate(adjusted, f, SETTINGS) for f in stats.FAMILIES}
 
 
@@ -115,8 +116,8 @@ def test_unknown_definition_names_the_choices():
         stats.sarcopenia_cutoffs({"awgs2019": AWGS}, "sarc_f")
 
 
-def test_paper_counts_and_left_out_subjects(study):
-    _, _, adjusted, excluded = study
+def test_paper_counts_and_left_out_subjects(made_up):
+    _, _, adjusted, excluded = made_up
     counts = stats.status_counts(adjusted)
     assert counts.loc["F"].tolist() == [20, 23, 43]
     assert counts.loc["M"].tolist() == [21, 5, 26]
@@ -125,8 +126,8 @@ def test_paper_counts_and_left_out_subjects(study):
     assert excluded.table()["reason"].tolist() == ["no SMI", "no SMI"]
 
 
-def test_adjusted_volume_is_volume_over_height_squared_and_groups_sum_members(study, labels):
-    cohort, volumes, adjusted, _ = study
+def test_adjusted_volume_is_volume_over_height_squared_and_groups_sum_members(made_up, labels):
+    cohort, volumes, adjusted, _ = made_up
     subject = "S001"
     height_m = cohort.set_index("subject_id").loc[subject, "height_cm"] / 100
     own = adjusted[adjusted["subject"] == subject].set_index("structure")
@@ -144,21 +145,21 @@ def test_adjusted_volume_is_volume_over_height_squared_and_groups_sum_members(st
     assert "femur" not in own.index  # bone is no muscle
 
 
-def test_volume_table_group_rows_and_bone_do_not_count_twice(study, labels, tmp_path):
-    _, volumes, adjusted, _ = study
+def test_volume_table_group_rows_and_bone_do_not_count_twice(made_up, labels, tmp_path):
+    _, volumes, adjusted, _ = made_up
     extra = volumes.groupby("subject", as_index=False)["volume_mm3"].sum()
     extra["class_id"] = pd.NA
     extra["class_name"] = "anterior"  # a group total written as a row
     path = tmp_path / "volumes.tsv"
     pd.concat([volumes, extra]).to_csv(path, sep="\t", index=False)
     again = stats.read_volume_table(path, labels)
-    cohort = study[0]
+    cohort = made_up[0]
     adjusted2, _ = stats.adjusted_volumes(again, cohort, labels, AWGS)
     pd.testing.assert_frame_equal(adjusted2, adjusted)
 
 
-def test_volume_table_with_repeated_rows_is_refused(study, labels, tmp_path):
-    volumes = study[1]
+def test_volume_table_with_repeated_rows_is_refused(made_up, labels, tmp_path):
+    volumes = made_up[1]
     path = tmp_path / "volumes.tsv"
     pd.concat([volumes, volumes.head(1)]).to_csv(path, sep="\t", index=False)
     with pytest.raises(ThighctError, match="one row per subject and class"):
@@ -181,8 +182,8 @@ def test_no_subject_left_is_an_error_with_a_fix(labels):
 
 
 # --------------------------------------------------------------------------- correlations
-def test_correlations_equal_scipy_pointbiserialr(study, correlations):
-    adjusted = study[2]
+def test_correlations_equal_scipy_pointbiserialr(made_up, correlations):
+    adjusted = made_up[2]
     table = pd.concat(correlations.values())
     assert len(table) == 2 * (27 + 5)
     for row in table.itertuples():
@@ -215,9 +216,9 @@ def test_men_strongly_negative_women_weak(correlations):
 
 
 def test_predicted_and_true_correlations_compare_structure_by_structure(
-    labels, study, correlations
+    labels, made_up, correlations
 ):
-    cohort, volumes, _, _ = study
+    cohort, volumes, _, _ = made_up
     noisy = volumes.copy()
     noisy["volume_mm3"] *= 1 + np.random.default_rng(3).normal(0, 0.01, len(noisy))
     adjusted, _ = stats.adjusted_volumes(noisy, cohort, labels, AWGS)
@@ -227,8 +228,8 @@ def test_predicted_and_true_correlations_compare_structure_by_structure(
     assert both["delta_r"].abs().max() < 0.1  # 1 % volume noise barely moves r
 
 
-def test_precision_floor_tells_random_error_from_error_that_follows_status(labels, study):
-    cohort, volumes, _, _ = study
+def test_precision_floor_tells_random_error_from_error_that_follows_status(labels, made_up):
+    cohort, volumes, _, _ = made_up
     truth, _ = stats.adjusted_volumes(volumes, cohort, labels, AWGS)
     rng = np.random.default_rng(5)
     noisy = volumes.copy()
@@ -280,8 +281,8 @@ def test_rows_r_is_pearsons_r_of_each_row():
     np.testing.assert_allclose(stats._rows_r(status, values), want, rtol=1e-12)
 
 
-def test_truth_agreement_table_and_summary_section(labels, study, correlations):
-    cohort, volumes, _, _ = study
+def test_truth_agreement_table_and_summary_section(labels, made_up, correlations):
+    cohort, volumes, _, _ = made_up
     shrunk = volumes.copy()
     # A segmentation that misses half the Sartorius in sarcopenic men moves their r.
     men = set(cohort.loc[cohort["sex"] == "M", "subject_id"])
@@ -319,8 +320,8 @@ def test_truth_agreement_table_and_summary_section(labels, study, correlations):
     assert f"{worst['abs_delta_r']:.3f} (sartorius)" in row
 
 
-def test_bootstrap_ci_is_deterministic_for_a_seed(study):
-    adjusted = study[2]
+def test_bootstrap_ci_is_deterministic_for_a_seed(made_up):
+    adjusted = made_up[2]
     a = stats.correlate(adjusted, "groups", SETTINGS)
     b = stats.correlate(adjusted, "groups", SETTINGS)
     pd.testing.assert_frame_equal(a, b)
@@ -363,8 +364,8 @@ def test_degenerate_sex_gives_nan_with_a_reason(labels, counts, constant, reason
 
 
 # --------------------------------------------------------------------------- logistic models
-def test_logistic_odds_ratio_per_sd_matches_statsmodels(study):
-    adjusted = study[2]
+def test_logistic_odds_ratio_per_sd_matches_statsmodels(made_up):
+    adjusted = made_up[2]
     settings = stats.LogisticSettings(covariates=("age", "bmi"))
     models = stats.logistic_models(adjusted, "groups", settings)
     row = models[(models["sex"] == "F") & (models["structure"] == "medial")].iloc[0]
@@ -399,8 +400,8 @@ def test_perfect_separation_gives_nan_and_a_reason_not_a_crash(labels):
     assert models.loc[models["sex"] == "F", "odds_ratio"].notna().all()
 
 
-def test_bmi_is_dropped_where_weight_is_missing(study):
-    adjusted = study[2].copy()
+def test_bmi_is_dropped_where_weight_is_missing(made_up):
+    adjusted = made_up[2].copy()
     adjusted.loc[adjusted["sex"] == "F", "bmi"] = np.nan
     models = stats.logistic_models(adjusted, "groups", stats.LogisticSettings())
     women = models[models["sex"] == "F"]
@@ -409,8 +410,8 @@ def test_bmi_is_dropped_where_weight_is_missing(study):
 
 
 # --------------------------------------------------------------------------- summary, figures
-def test_summary_compares_counts_with_the_paper(study, correlations):
-    adjusted = study[2]
+def test_summary_compares_counts_with_the_paper(made_up, correlations):
+    adjusted = made_up[2]
     text = stats.summary_markdown(
         stats.status_counts(adjusted),
         correlations,
@@ -432,14 +433,14 @@ def test_summary_compares_counts_with_the_paper(study, correlations):
     [("muscles", 27, "Vastus lateralis", True), ("groups", 5, "Posterior", False)],
 )
 def test_heatmap_has_both_panels_with_labels(
-    study, correlations, labels, tmp_path, family, n_structures, name, stacked
+    made_up, correlations, labels, tmp_path, family, n_structures, name, stacked
 ):
     from thighct.plots.sarcopenia import plot_correlation_heatmaps
 
     png = tmp_path / f"{family}.png"
     groups = dict(zip(labels.table["name"], labels.table["group"], strict=True))
     fig = plot_correlation_heatmaps(
-        study[2],
+        made_up[2],
         correlations[family],
         family,
         png,

@@ -9,6 +9,7 @@ volumes. Deselect with ``pytest -m "not study"`` for a quick run.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_snakemake
@@ -34,9 +35,16 @@ def study(tmp_path_factory):
 
 def test_fig7_is_built_from_nothing_with_both_panels(study):
     png = study / "results/figures/fig7_heatmap.png"
-    width, height = Image.open(png).size
+    image = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    height, width, _ = image.shape
     # Panels A (women) and B (men), one above the other (tests/test_stats.py checks their axes).
     assert width >= 1000 and height >= 1.2 * width, (width, height)
+    halves = image[: height // 2], image[height // 2 :]
+    for half in halves:
+        inked = (half.sum(axis=2) < 3 * 240).mean()
+        colours = len(np.unique(half.reshape(-1, 3), axis=0))
+        assert inked > 0.05 and colours > 50, (inked, colours)  # a drawn heatmap, not blank
+    assert not np.array_equal(*[h[: min(len(h) for h in halves)] for h in halves])
     assert (study / "results/figures/fig7_heatmap.pdf").exists()
     assert (study / "results/figures/fig8_heatmap.png").exists()
 

@@ -128,11 +128,27 @@ BODY_PARAMS = {
 # The file is checked against this config (labels, network, pre-processing) while the workflow
 # is read, so a mismatch stops the run before any job, and rule import_model copies it to
 # results/models/{model}/model.pt. Its SHA-256 is a param: new content reruns predictions.
-WEIGHTS = {
-    m: repo_path(config["networks"][m]["weights"])
-    for m in MODELS
-    if config["networks"][m].get("weights")
-}
+def weights_path(model):
+    """networks.<model>.weights as an absolute path: a relative one from the working directory,
+    then from the repository, never this run's own results/models/{model}/model.pt."""
+    given = Path(config["networks"][model]["weights"])
+    own = Path(f"results/models/{model}/model.pt").resolve()
+    candidates = [given] if given.is_absolute() else [given, REPO / given]
+    for path in candidates:
+        if path.exists() and path.resolve() != own:
+            return str(path.resolve())
+    if candidates[-1].resolve() == own:
+        _fail(
+            ThighctError(
+                f"networks.{model}.weights is this run's own output {own}",
+                fix="run apply mode in another working directory (--directory), or copy the "
+                "weights elsewhere and give that path",
+            )
+        )
+    return str(candidates[-1].resolve())
+
+
+WEIGHTS = {m: weights_path(m) for m in MODELS if config["networks"][m].get("weights")}
 TRAINED = [m for m in MODELS if m not in WEIGHTS]
 WEIGHTS_SHA256 = {}
 _weight_problems = []
