@@ -180,25 +180,27 @@ def _rows(value, where, problems, shape) -> list | None:
 
 
 def _row(raw, where, problems, shape) -> list | None:
+    """One keyframe row, its radii (mm) checked to be > 0."""
     if shape == "band":
-        row = _numbers(raw, where, problems)
-        if row is not None and (len(row) < 6 or len(row) % 2):
+        row = _numbers(raw, where, problems, what="numbers [u, half_width, x1, y1, ..., xn, yn]")
+        if row is None:
+            return None
+        if len(row) < 6 or len(row) % 2:
             problems.add(
                 where, f"a band row is [u, half_width, x1, y1, ..., xn, yn], n >= 2: {raw!r}"
             )
             return None
-        radii = {"half_width": row[1]} if row is not None else {}
+        radii = {"half_width": row[1]}
     else:
         columns = ROW_COLUMNS[shape]
-        row = _numbers(raw, where, problems, n=1 + len(columns))
+        what = f"numbers ({', '.join(('u',) + columns)})"
+        row = _numbers(raw, where, problems, n=1 + len(columns), what=what)
         if row is None:
-            problems.add(where, f"an {shape} row is [u, {', '.join(columns)}]")
             return None
-        radii = dict(zip(columns[2:], row[3:], strict=False))
-        radii.pop("theta_deg", None)
-    if row is None or not _positive(list(radii.values()), list(radii), where, problems):
-        return None
-    return row
+        radii = {
+            c: v for c, v in zip(columns, row[1:], strict=True) if c not in ("x", "y", "theta_deg")
+        }
+    return row if _positive(list(radii.values()), list(radii), where, problems) else None
 
 
 def _ellipsoid(value, where, problems) -> list | None:
@@ -456,7 +458,8 @@ def load_anatomy(path: str | Path = ANATOMY_FILE) -> Anatomy:
     """Read and check an anatomy file (YAML; default: the one shipped with thighct)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open() as fh:  # a stream, so YAML's errors name the file
+            data = yaml.safe_load(fh)
     except OSError as err:
         raise ThighctError(
             f"cannot read the phantom anatomy: {err}",
