@@ -349,6 +349,14 @@ def test_the_anatomy_file_round_trips_and_holds_every_muscle_class(tmp_path):
     assert anatomy.LENGTH_PER_HEIGHT == 520.0 / 165.0
 
 
+def test_a_soft_tissue_needs_an_hu_value_in_the_config(tiny_cfg):
+    hu = {k: v for k, v in tiny_cfg["hu"].items() if k != "nerve"}
+    design = synthetic.subject_design("SYN0002", "F", 151.0, 5.0, 5.4, tiny_cfg, SEED)
+    with pytest.raises(ThighctError, match="sciatic_nerve is 'nerve'") as err:
+        synthetic.render(design, {**tiny_cfg, "hu": hu}, LABELS, seed=SEED)
+    assert err.value.path == str(anatomy.ANATOMY_FILE) and "vessel" in err.value.fix
+
+
 def _edit(raw: dict, path: tuple, value) -> dict:
     """``raw`` with the entry at ``path`` (keys and indices) set to ``value`` (None: deleted)."""
     node = raw

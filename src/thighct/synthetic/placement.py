@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ThighctError
 from .anatomy import (
+    ANATOMY_FILE,
     ATLAS,
     FAT_ALONG_LEG,
     FAT_PATTERN_LEG,
@@ -137,7 +138,8 @@ def place_tracks(design: SubjectDesign, cfg: dict, z: np.ndarray, labels) -> lis
             if track.name not in name_to_id:
                 raise ThighctError(
                     f"the label table has no class {track.name!r} for the phantom",
-                    fix="use config/labels.tsv or keep its class names",
+                    path=ANATOMY_FILE,
+                    fix="use config/labels.tsv, or name the muscle tracks by its classes",
                 )
             class_id = name_to_id[track.name]
         elif track.layer == "unlabelled":
@@ -145,6 +147,12 @@ def place_tracks(design: SubjectDesign, cfg: dict, z: np.ndarray, labels) -> lis
             class_id = unlabelled_id
         elif track.layer in ("femur", "iliac"):
             class_id = name_to_id[track.layer]
+        elif track.layer == "soft" and track.tissue not in cfg["hu"]:
+            raise ThighctError(
+                f"the phantom's {track.name} is {track.tissue!r}, a tissue without an HU value",
+                path=ANATOMY_FILE,
+                fix=f"give it a tissue that config synthetic.hu lists: {', '.join(cfg['hu'])}",
+            )
         for side in (+1, -1) if track.side else (0,):
             pose = _Pose(design, side)
             sd = design.sides[0 if side >= 0 else 1]
