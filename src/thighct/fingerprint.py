@@ -178,7 +178,7 @@ def data_fingerprint(path: Path) -> str:
 def _data_fingerprint(path: Path, mtime_ns: int, size: int) -> str:
     # mtime and size key the cache, so an edited file is read again.
     if path.suffix in (".yaml", ".yml", ".json"):
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
     else:
         text = path.read_bytes()
