@@ -28,7 +28,7 @@ from ..errors import ThighctError
 DATA_FILES = ("anatomy.yaml",)
 ANATOMY_FILE = Path(__file__).resolve().parent / DATA_FILES[0]
 
-#: Layers in drawing order (see anatomy.yaml) and the shapes each may use.
+#: Layers in drawing order (see anatomy.yaml); bands (polylines) draw bones only.
 LAYERS = ("muscle", "unlabelled", "femur", "iliac", "bone", "fascia", "fat", "soft")
 _BAND_LAYERS = ("femur", "iliac", "bone")
 #: Numbers per keyframe row of each shape, after u; a band has 1 + 2 n (n >= 2 points).
