@@ -112,3 +112,23 @@ def test_a_change_to_io_reruns_every_rule_that_reads_images(copied):
     assert any(r.startswith("synthetic_scan_chunk") for r in direct), jobs
     for stage in ("ingest_chunk", "preprocess_chunk", "train"):
         assert any(r.startswith(stage) for r in jobs), (stage, jobs)
+
+
+def test_an_anatomy_edit_reruns_the_phantoms_a_comment_there_nothing(copied):
+    repo, work = copied
+    anatomy = repo / "src" / "thighct" / "synthetic" / "anatomy.yaml"
+    original = _edit(anatomy, "landmarks:\n", "landmarks:  # a comment\n\n")
+    try:
+        assert planned(repo, work) == {}
+    finally:
+        anatomy.write_text(original)
+    _edit(anatomy, "[0.93, -8, 52, 7, 5, 30]", "[0.93, -8, 52, 8, 5, 30]")  # sartorius
+    try:
+        jobs = planned(repo, work)
+    finally:
+        anatomy.write_text(original)
+    direct = {r for r, why in jobs.items() if why.startswith("Params have changed")}
+    # Only the rules that run phantom code see new code; the rest rerun for their inputs.
+    assert any(r.startswith("synthetic_scan_chunk") for r in direct), jobs
+    assert all(r.startswith(("synthetic_scan_chunk", "synthetic_rater2")) for r in direct), jobs
+    assert "train" in jobs, jobs

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from conftest import REPO
 
 from thighct import fingerprint, run_settings, train
+from thighct.synthetic import anatomy
 
 CODE = '''"""Module docstring."""
 import os
@@ -88,3 +90,71 @@ def test_a_models_own_window_settings_merge_over_the_shared_ones():
     cfg = {"overlap": 0.25, "workers": 1, "by_model": {"unet": {"overlap": 0.5}}, "figure": {}}
     assert run_settings.infer_for_model(cfg, "unet") == {"overlap": 0.5, "workers": 1}
     assert run_settings.infer_for_model(cfg, "unetr") == {"overlap": 0.25, "workers": 1}
+
+
+SCRIPTS = REPO / "workflow" / "scripts"
+
+
+def _package_copy(tmp_path: Path, monkeypatch) -> Path:
+    """A copy of the thighct package, which the fingerprint reads from now on."""
+    copy = tmp_path / "copy" / "thighct"
+    shutil.copytree(fingerprint.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE", copy)
+    return copy
+
+
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_anatomy_module_declares_its_data_file():
+    module = fingerprint.module_path("thighct.synthetic.anatomy")
+    assert fingerprint.data_files(module) == [anatomy.ANATOMY_FILE]
+    assert "thighct.synthetic.anatomy" in fingerprint.closure(["synthetic"])
+    assert fingerprint.data_files(fingerprint.module_path("train")) == []
+
+
+@pytest.mark.parametrize(
+    "file, old, new, changes",
+    [
+        # A number of the anatomy: what the phantoms are made from changed.
+        ("synthetic/anatomy.yaml", "[0.93, -8, 52, 7, 5, 30]", "[0.93, -8, 52, 8, 5, 30]", True),
+        ("synthetic/anatomy.yaml", "u_top: 0.78", "u_top: 0.77", True),
+        # Comments and layout of the anatomy, a comment in the code: nothing changed.
+        ("synthetic/anatomy.yaml", "landmarks:\n", "landmarks:  # edited\n\n", False),
+        ("synthetic/anatomy.yaml", "[0.93, -8, 52, 7, 5, 30]", "[ 0.93,  -8, 52, 7, 5, 30 ]", False),
+        ("synthetic/render.py", "\ndef render(", "\n# a new comment\ndef render(", False),
+    ],
+)  # fmt: skip
+def test_an_anatomy_edit_changes_the_phantom_scripts_fingerprint_a_comment_does_not(
+    tmp_path, monkeypatch, file, old, new, changes
+):
+    scan, train_py = SCRIPTS / "synthetic_scan.py", SCRIPTS / "train.py"
+    before = fingerprint.script_fingerprint(scan), fingerprint.script_fingerprint(train_py)
+    copy = _package_copy(tmp_path, monkeypatch)
+    _replace(copy / file, old, new)  # before the copy is read (fingerprints are cached by path)
+    # Where the package lies does not enter the fingerprint; what changed in it may.
+    assert (fingerprint.script_fingerprint(scan) != before[0]) is changes
+    # Training runs no phantom code: its fingerprint never moves.
+    assert fingerprint.script_fingerprint(train_py) == before[1]
+
+
+def test_data_files_are_declared_as_a_literal_naming_existing_files(tmp_path):
+    (tmp_path / "table.tsv").write_text("a\tb\n")
+    ok = tmp_path / "ok.py"
+    ok.write_text('DATA_FILES: tuple[str, ...] = ("table.tsv",)\n')
+    assert fingerprint.data_files(ok) == [tmp_path / "table.tsv"]
+    computed = tmp_path / "computed.py"
+    computed.write_text('NAME = "table.tsv"\nDATA_FILES = (NAME,)\n')
+    with pytest.raises(ValueError, match="literal tuple"):
+        fingerprint.data_files(computed)
+    missing = tmp_path / "missing.py"
+    missing.write_text('DATA_FILES = ("gone.yaml",)\n')
+    with pytest.raises(ValueError, match="gone.yaml"):
+        fingerprint.data_files(missing)
+    # Files other than YAML and JSON enter byte for byte.
+    first = fingerprint.data_fingerprint(tmp_path / "table.tsv")
+    (tmp_path / "table.tsv").write_text("a\tb \n")
+    assert fingerprint.data_fingerprint(tmp_path / "table.tsv") != first

@@ -7,11 +7,14 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import REPO, run_snakemake
 from scipy import ndimage
 
 from thighct import cohort, io, synthetic
+from thighct.errors import ThighctError
 from thighct.labels import read_labels
+from thighct.synthetic import anatomy
 
 LABELS = read_labels(REPO / "config" / "labels.tsv")
 SEED = 20240101
@@ -317,6 +320,96 @@ def test_reorient_flips_axes_and_keeps_world_positions():
     np.testing.assert_allclose(out_aff @ [1, 2, 0, 1], aff @ [0, 0, 0, 1])
     with pytest.raises(Exception, match="not a flip"):
         synthetic.reorient(arr, aff, "ASR")
+
+
+# -------------------------------------------------------------------------- anatomy file
+def _raw_anatomy() -> dict:
+    return yaml.safe_load(anatomy.ANATOMY_FILE.read_text())
+
+
+def test_the_anatomy_file_round_trips_and_holds_every_muscle_class(tmp_path):
+    raw = _raw_anatomy()
+    copy = tmp_path / "anatomy.yaml"
+    copy.write_text(yaml.safe_dump(raw, sort_keys=False))
+    again = anatomy.load_anatomy(copy)
+    assert again == anatomy.ANATOMY == anatomy.load_anatomy()
+    assert again.tracks == synthetic.ATLAS
+    assert set(again.muscle_names) == set(LABELS.muscles["name"])
+    # The rules that make rows: the femoral head is an ellipsoid centred at u_hip, the femoral
+    # vessels follow their path, the acetabulum's points lie on its arc.
+    head = [t for t in again.tracks if t.layer == "femur" and t.frame == "side"][0]
+    middle = head.keys[len(head.keys) // 2]
+    assert middle[0] == pytest.approx(raw["landmarks"]["u_hip"]) and middle[3] == 23
+    vessels = next(t for t in again.tracks if t.name == "femoral_vessels")
+    assert [k[:3] for k in vessels.keys] == [tuple(r) for r in raw["paths"]["femoral"]]
+    cup = next(t for t in again.tracks if t.kind == "band" and len(t.keys[0]) == 20)
+    u, w, *points = cup.keys[0]
+    radii = np.hypot(np.asarray(points[0::2]) - 85, np.asarray(points[1::2]))
+    assert np.allclose(radii, 16) and (u, w) == (0.852, 5)
+    assert anatomy.LENGTH_PER_HEIGHT == 520.0 / 165.0
+
+
+def test_a_soft_tissue_needs_an_hu_value_in_the_config(tiny_cfg):
+    hu = {k: v for k, v in tiny_cfg["hu"].items() if k != "nerve"}
+    design = synthetic.subject_design("SYN0002", "F", 151.0, 5.0, 5.4, tiny_cfg, SEED)
+    with pytest.raises(ThighctError, match="sciatic_nerve is 'nerve'") as err:
+        synthetic.render(design, {**tiny_cfg, "hu": hu}, LABELS, seed=SEED)
+    assert err.value.path == str(anatomy.ANATOMY_FILE) and "vessel" in err.value.fix
+
+
+def _edit(raw: dict, path: tuple, value) -> dict:
+    """``raw`` with the entry at ``path`` (keys and indices) set to ``value`` (None: deleted)."""
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    if value is None:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("tracks", "muscle", 0, "ellipse", 1), [0.89, -12, 60, 12, 6], r"tracks\.muscle\[0\] \(sartorius\), ellipse row 2: expected 6 numbers \(u, x, y, a, b, theta_deg\)"),
+        (("tracks", "muscle", 1, "ellipse", 0), [0.87, -30, 36, 8, "wide", 0], r"rectus_femoris\), ellipse row 1: expected a list of numbers"),
+        (("tracks", "muscle", 2, "ellipse", 0), [0.8, 30, 4, -12, 8, 90], r"vastus_lateralis\), ellipse row 1: a must be > 0"),
+        (("tracks", "muscles"), [], r"tracks\.muscles: unknown layer"),
+        (("tracks", "fat", 0, "tube", "path"), "femoal", r"femoral_sheath\), tube: no path 'femoal'"),
+        (("tracks", "iliac", 0, "band", 0), [1.005, 5, 75, -60, 100, -35], r"iliac\), band: every row of a band needs the same number of points"),
+        (("tracks", "muscle", 3, "elipse"), [[0.7, 1, 1, 1, 1, 0]], r"vastus_intermedius\): unknown key\(s\) elipse"),
+        (("tracks", "soft", 0, "tissue"), None, r"hip_joint\): missing tissue"),
+        (("tracks", "muscle", 0, "frame"), "thigh", r"sartorius\): frame must be femur or side"),
+        (("landmarks", "u_hip"), None, r"landmarks: missing u_hip"),
+        (("tracks", "fascia", 0, "ellipse"), [[0.1, 0, 0, 40, 40, 0], [0.2, 0, 0, 40, 40, 0]], r"leg\): give exactly one shape"),
+    ],
+)  # fmt: skip
+def test_a_malformed_anatomy_is_refused_naming_the_file_the_entry_and_the_fix(
+    tmp_path, path, value, expected
+):
+    bad = tmp_path / "anatomy.yaml"
+    bad.write_text(yaml.safe_dump(_edit(_raw_anatomy(), path, value), sort_keys=False))
+    with pytest.raises(ThighctError, match=expected) as err:
+        anatomy.load_anatomy(bad)
+    assert err.value.path == str(bad)
+    assert "anatomy.yaml" in err.value.fix
+
+
+def test_every_problem_of_an_anatomy_file_is_listed_at_once_and_bad_yaml_named(tmp_path):
+    raw = _raw_anatomy()
+    raw["tracks"]["muscle"][0]["ellipse"][0] = [0.93, -8]
+    raw["tracks"]["soft"][0]["gas"] = "yes please"
+    bad = tmp_path / "two.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ThighctError, match=r"2 problem\(s\)") as err:
+        anatomy.load_anatomy(bad)
+    assert "sartorius" in str(err.value) and "gas must be true or false" in str(err.value)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("landmarks: [0.81\ntracks: {}\n")
+    with pytest.raises(ThighctError, match="not valid YAML") as err:
+        anatomy.load_anatomy(broken)
+    assert err.value.path == str(broken) and "line 2, column 7" in str(err.value)
 
 
 # ---------------------------------------------------------------------------- determinism

@@ -7,6 +7,12 @@ everything those import in turn: the SHA-256 of their syntax trees with every do
 string statement removed. Editing a comment or docstring or reformatting leaves it unchanged; a
 change to the code changes it, and Snakemake reruns exactly the jobs whose code changed.
 
+Package data a module reads at run time (the phantoms' anatomy) is code too: a module lists
+those files, relative to its own folder, in a module-level literal ``DATA_FILES = ("x.yaml",)``
+and every fingerprint that covers the module covers their content. YAML and JSON files enter as
+their parsed data, so a comment or layout edit there reruns nothing either; other files enter
+byte for byte.
+
 What a fingerprint cannot see: third-party packages (their versions are pinned in
 pyproject.toml and envs/), and Python versions whose syntax trees differ (a new Python may
 rerun jobs once).
@@ -17,11 +23,16 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
 from pathlib import Path
+
+import yaml
 
 #: Root of the thighct package.
 PACKAGE = Path(__file__).resolve().parent
 NAME = "thighct"
+#: The module-level name under which a module lists the package data files it reads.
+DATA_FILES = "DATA_FILES"
 
 
 def module_path(module: str) -> Path | None:
@@ -130,11 +141,59 @@ def source_fingerprint(path: Path) -> str:
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
 
 
+def data_files(path: Path) -> list[Path]:
+    """The package data files a module declares in ``DATA_FILES`` (next to the module)."""
+    found = []
+    for node in _parsed(Path(path)).body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == DATA_FILES for t in targets):
+            continue
+        try:
+            names = ast.literal_eval(node.value)
+        except ValueError:
+            names = None
+        if not isinstance(names, tuple | list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{path}: {DATA_FILES} must be a literal tuple of file names")
+        found = [Path(path).parent / n for n in names]
+    for file in found:
+        if not file.is_file():
+            raise ValueError(
+                f"{path}: {DATA_FILES} names {file.name}, which is not in {file.parent}"
+            )
+    return found
+
+
+def data_fingerprint(path: Path) -> str:
+    """SHA-256 of a data file: YAML and JSON by their parsed content, other files by bytes."""
+    stat = Path(path).stat()
+    return _data_fingerprint(Path(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _data_fingerprint(path: Path, mtime_ns: int, size: int) -> str:
+    # mtime and size key the cache, so an edited file is read again.
+    if path.suffix in (".yaml", ".yml", ".json"):
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    else:
+        text = path.read_bytes()
+    return hashlib.sha256(text).hexdigest()
+
+
 def code_fingerprint(*modules: str) -> str:
-    """Fingerprint of ``modules`` and everything they import from thighct (16 hex digits)."""
+    """Fingerprint of ``modules`` and everything they import from thighct, with the data
+    files they declare (16 hex digits)."""
     digest = hashlib.sha256()
     for module in closure(list(modules)):
-        digest.update(f"{module}:{source_fingerprint(module_path(module))}\n".encode())
+        path = module_path(module)
+        digest.update(f"{module}:{source_fingerprint(path)}\n".encode())
+        for file in data_files(path):
+            digest.update(f"{module}:{file.name}:{data_fingerprint(file)}\n".encode())
     return digest.hexdigest()[:16]
 
 
