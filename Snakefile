@@ -34,6 +34,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/sarcopenia.smk"
+include: "workflow/rules/qc.smk"
 
 
 rule all:

@@ -263,7 +263,9 @@ def test_each_planted_failure_is_flagged(planted):
         hit = hits.iloc[0]
         assert hit["source"] == ("image" if flag == "metal" else "unet")
         if flag != "missing":  # the value crossed the threshold the row names
-            assert (hit["value"] - hit["threshold"]) * (-1 if flag == "model_disagreement" else 1) > 0
+            assert (hit["value"] - hit["threshold"]) * (
+                -1 if flag == "model_disagreement" else 1
+            ) > 0
 
 
 def test_the_untouched_scans_have_no_flag(planted):
@@ -285,12 +287,93 @@ def test_two_models_disagreeing_on_a_structure_is_flagged(planted):
     hu, label, affine = scans["P0"]
     other = label.copy()
     other[label == LABELS.id_of("sartorius")] = LABELS.id_of("rectus_femoris")  # a swap
-    measures = qc.scan_measures(
-        "P0", hu, affine, {"unetr": label, "unet": other}, LABELS, SETTINGS
-    )
+    measures = qc.scan_measures("P0", hu, affine, {"unetr": label, "unet": other}, LABELS, SETTINGS)
     flags = qc.disagreement_flags(measures, SETTINGS.model_dice)
     by_structure = {f["structure"]: f for f in flags}
     assert by_structure["sartorius"]["value"] == 0.0
     assert by_structure["sartorius"]["source"] == "unetr vs unet"
     # Only the two swapped structures can disagree; every other one is identical.
     assert set(by_structure) <= {"sartorius", "rectus_femoris"}
+
+
+# ----------------------------------------------------------------------------- the figure
+def draw_flagged(flags, scans, png, max_scans=6):
+    """What rule qc_flagged does, on the planted scans (source ``unet``)."""
+    from thighct.plots import qc as qc_plot
+
+    views = []
+    for subject, source in qc.flagged_scans(flags, max_scans):
+        hu, label, affine = scans[subject]
+        own = flags[(flags["subject"] == subject) & (flags["source"] == source)]
+        maps = {"unet": label}
+        region = qc.flag_region(own.iloc[0], hu, affine, maps, LABELS, SETTINGS)
+        k, j = qc.focus_slices(region, maps[qc.shown_label(source, maps)])
+        views.append(
+            qc_plot.view_of(
+                subject,
+                qc_plot.source_name(source, {"unet": "U-Net"}),
+                qc_plot.flag_lines(own, LABELS),
+                hu,
+                label,
+                region,
+                affine,
+                k,
+                j,
+            )
+        )
+    qc_plot.plot_flagged(
+        views,
+        LABELS,
+        png,
+        n_flagged=flags["subject"].nunique(),
+        n_scans=len(scans),
+        n_flags=len(flags),
+        dpi=100,
+    )
+    return views
+
+
+def test_the_figure_shows_each_flagged_scan_through_its_first_flag(planted, tmp_path):
+    flags, plants, scans = planted
+    views = draw_flagged(flags, scans, tmp_path / "qc_flagged.png")
+    assert {v.subject for v in views} == set(plants)
+    png = (tmp_path / "qc_flagged.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    metal = next(v for v in views if v.subject == "P7")
+    assert metal.flags[0].startswith("metal") and metal.axial[2].any()  # the implant outlined
+    asym = next(v for v in views if v.subject == "P5")
+    assert asym.flags == ["L/R asymmetry: Vastus lateralis (0.52 > 0.3)"]
+
+
+def test_the_figure_says_so_when_nothing_is_flagged(tmp_path):
+    empty = pd.DataFrame(columns=qc.COLUMNS)
+    assert draw_flagged(empty, {"A": None}, tmp_path / "none.png") == []
+    assert (tmp_path / "none.png").stat().st_size > 5_000
+
+
+def test_flags_survive_the_round_trip_through_their_file(planted, tmp_path):
+    flags, _, _ = planted
+    qc.write_flags(flags, tmp_path / "flags.tsv")
+    back = qc.read_flags(tmp_path / "flags.tsv")
+    pd.testing.assert_frame_equal(back, flags, check_exact=False, rtol=1e-5)
+    assert (tmp_path / "flags.tsv").read_text().startswith("# Quality flags")
+
+
+@pytest.mark.workflow
+def test_the_tiny_run_builds_the_flag_table_and_the_figure(tiny_run):
+    flags = qc.read_flags(tiny_run / "results/qc/flags.tsv")
+    assert list(flags.columns) == qc.COLUMNS
+    assert set(flags["flag"]) <= set(qc.FLAGS)
+    included = pd.read_csv(
+        tiny_run / "results/cohort/included.tsv", sep="\t", comment="#", dtype=str
+    )
+    assert set(flags["subject"]) <= set(included["subject_id"])
+    scans = sorted((tiny_run / "results/qc/scans").glob("*.tsv"))
+    assert len(scans) == len(included)
+    measures = qc.read_measures(scans)
+    # Every scan: metal measured on the CT, unlabelled muscle on each model's map, models' Dice.
+    per_scan = measures.groupby("subject")["measure"].agg(set)
+    assert all({"metal_volume_mm3", "unlabelled_muscle_fraction"} <= m for m in per_scan)
+    assert "unetr vs unet" in set(measures["source"])
+    png = (tiny_run / "results/figures/qc_flagged.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -64,6 +64,16 @@ FLAGS = (
 # measure, which needs no label map, under this source.
 SCAN = "scan"
 IMAGE_SOURCE = "image"
+# What each flag means, written above the table (results/qc/flags.tsv).
+DEFINITIONS = {
+    "missing": "structure absent from the label map (volume 0 mm3)",
+    "fov_cut": "area on the first or last axial slice / median axial area >= threshold",
+    "metal": "volume (mm3) of body voxels at or above qc.metal_hu > threshold",
+    "unlabelled_muscle": "share of body voxels in qc.muscle_hu without a label > threshold",
+    "asymmetry": "|L - R| / (L + R) of the volumes either side of the body midline > threshold",
+    "volume_outlier": "robust z of ln volume against the same sex and source, |z| > threshold",
+    "model_disagreement": "Dice between two models' label maps < threshold",
+}
 # The normal distribution's SD is 1.4826 MAD: the factor makes the robust z a z-score.
 MAD_TO_SD = 1.4826
 
@@ -130,9 +140,7 @@ def edge_area_ratios(label: np.ndarray, n_classes: int) -> dict[int, float]:
     """
     label = np.asarray(label)
     nz = label.shape[2]
-    areas = np.stack(
-        [np.bincount(label[:, :, k].ravel(), minlength=n_classes) for k in range(nz)]
-    )
+    areas = np.stack([np.bincount(label[:, :, k].ravel(), minlength=n_classes) for k in range(nz)])
     at_edge = np.maximum(areas[0], areas[-1])
     out = {}
     for c in np.flatnonzero(at_edge):
@@ -212,7 +220,9 @@ def scan_measures(
     ]
     for source, label in label_maps.items():
         for cid, ratio in edge_area_ratios(label, labels.n_classes).items():
-            rows.append(_measure(subject, source, labels.name_of(cid), "fov_edge_area_ratio", ratio))
+            rows.append(
+                _measure(subject, source, labels.name_of(cid), "fov_edge_area_ratio", ratio)
+            )
         rows.append(
             _measure(
                 subject,
@@ -266,7 +276,9 @@ def asymmetry_flags(volumes: pd.DataFrame, source: str, threshold: float) -> lis
     for r, value in zip(present.itertuples(), index, strict=True):
         if value > threshold:
             detail = f"left {_cm3(r.volume_left_mm3)}, right {_cm3(r.volume_right_mm3)}"
-            out.append(_flag(r.subject, source, r.class_name, "asymmetry", value, threshold, detail))
+            out.append(
+                _flag(r.subject, source, r.class_name, "asymmetry", value, threshold, detail)
+            )
     return out
 
 
@@ -429,7 +441,9 @@ def flagged_scans(flags: pd.DataFrame, max_scans: int) -> list[tuple[str, str]]:
     order = {f: i for i, f in enumerate(FLAGS)}
     per_scan = flags.assign(_rank=flags["flag"].map(order)).groupby(["subject", "source"])
     summary = pd.DataFrame({"n": per_scan.size(), "rank": per_scan["_rank"].min()}).reset_index()
-    summary = summary.sort_values(["n", "rank", "subject", "source"], ascending=[False, True, True, True])
+    summary = summary.sort_values(
+        ["n", "rank", "subject", "source"], ascending=[False, True, True, True]
+    )
     return list(zip(summary["subject"], summary["source"], strict=True))[: int(max_scans)]
 
 
@@ -464,3 +478,58 @@ def flag_region(
         others = [m for name, m in label_maps.items() if name != source]
         return np.any([m == cid for m in others], axis=0) if others else np.zeros(hu.shape, bool)
     return label_maps[source] == cid
+
+
+def focus_slices(region: np.ndarray, label: np.ndarray) -> tuple[int, int]:
+    """Axial slice ``k`` and coronal slice ``j`` holding most of ``region``; where it is empty,
+    the middle of the label map's labelled voxels (of the volume when it has none)."""
+    region = np.asarray(region, bool)
+    where = region if region.any() else np.asarray(label) > 0
+    if not where.any():
+        return region.shape[2] // 2, region.shape[1] // 2
+    k = int(np.argmax(where.sum(axis=(0, 1))))
+    j = int(np.argmax(where.sum(axis=(0, 2))))
+    return k, j
+
+
+def shown_label(source: str, label_maps: Mapping[str, np.ndarray]) -> str:
+    """The label map a flag of ``source`` is drawn over: the source's own, the first of a pair
+    of models, or (for the CT's own flags) the first model's."""
+    if source in label_maps:
+        return source
+    first = source.split(" vs ")[0]
+    return first if first in label_maps else next(iter(label_maps))
+
+
+# ----------------------------------------------------------------------------- files
+def write_measures(table: pd.DataFrame, path) -> None:
+    """Write one scan's measures (:data:`MEASURE_COLUMNS`) as TSV, atomically."""
+    from .io_tables import write_tsv
+
+    write_tsv(table[MEASURE_COLUMNS], path, float_format="%.10g")
+
+
+def read_measures(paths: Sequence) -> pd.DataFrame:
+    """Stack measure tables written by :func:`write_measures`."""
+    tables = [
+        pd.read_csv(p, sep="\t", dtype={"subject": str, "source": str, "structure": str})
+        for p in paths
+    ]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=MEASURE_COLUMNS)
+
+
+def write_flags(flags: pd.DataFrame, path) -> None:
+    """Write the flag table as TSV with the flags' definitions above it, atomically."""
+    from .io_tables import write_tsv
+
+    head = "Quality flags: one row per flag; no row means nothing was flagged.\n" + "\n".join(
+        f"{name}: {text}" for name, text in DEFINITIONS.items()
+    )
+    write_tsv(flags[COLUMNS], path, header_comment=head, float_format="%.6g")
+
+
+def read_flags(path) -> pd.DataFrame:
+    """Read a flag table written by :func:`write_flags`."""
+    return pd.read_csv(
+        path, sep="\t", comment="#", dtype={"subject": str, "source": str, "structure": str}
+    )
