@@ -397,7 +397,9 @@ def disagreement_flags(measures: pd.DataFrame, threshold: float) -> list[dict]:
             "model_disagreement",
             r.value,
             threshold,
-            f"Dice {r.value:.2f} between {r.source}",
+            "Dice {:.2f} between the label maps of {} and {}".format(
+                r.value, *r.source.split(" vs ")
+            ),
         )
         for r in m.itertuples()
     ]
