@@ -377,3 +377,16 @@ def test_the_tiny_run_builds_the_flag_table_and_the_figure(tiny_run):
     assert "unetr vs unet" in set(measures["source"])
     png = (tiny_run / "results/figures/qc_flagged.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+@pytest.mark.workflow
+def test_an_unknown_structure_in_fov_cut_expected_stops_before_any_job(tmp_path):
+    from conftest import run_snakemake
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("qc:\n  fov_cut_expected: [psoas, gluteus_maximum]\n")
+    proc = run_snakemake(tmp_path, "--cores", "1", "-n", configfiles=[TINY, bad], check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "qc.fov_cut_expected" in text and "gluteus_maximum" in text and "fix:" in text
+    assert not (tmp_path / "results").exists()

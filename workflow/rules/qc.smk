@@ -5,6 +5,15 @@
 # these are the only checks there are.
 
 QC_CFG = config["qc"]
+_unknown = sorted(set(QC_CFG["fov_cut_expected"]) - set(LABELS.names))
+if _unknown:
+    _fail(
+        ThighctError(
+            f"qc.fov_cut_expected names {_unknown}, which are not classes of the label table",
+            path=LABELS_TSV,
+            fix="use class names from the label table's name column, or remove the entry",
+        )
+    )
 # What the per-scan measures depend on (the thresholds act only in rule qc).
 QC_SCAN_PARAMS = {k: QC_CFG[k] for k in ("muscle_hu", "metal_hu")}
 QC_THRESHOLDS = {k: v for k, v in QC_CFG.items() if k != "figure"}
