@@ -40,7 +40,7 @@ for _chunk, _members in CHUNKS.items():
         log:
             f"logs/qc_scan/{_chunk}.log",
         conda:
-            "../../envs/imaging.yaml"
+            "../../envs/evaluate.yaml"
         threads: 1
         resources:
             mem_mb=4000,
