@@ -24,7 +24,7 @@ with logged(snakemake.log[0]) as log:
     log.info(
         "%d flags on %d of %d scans: %s",
         len(flags),
-        flags[["subject", "source"]].drop_duplicates().shape[0],
+        flags["subject"].nunique(),
         len(p.subjects),
         ", ".join(f"{k} {v}" for k, v in counts.items()) or "none",
     )
