@@ -185,7 +185,7 @@ def plot_flagged(
         ax.text(
             0.02,
             0.98,
-            f"{len(view.flags)} flag{'s' if len(view.flags) != 1 else ''}, outlined: the first\n\n"
+            f"{len(view.flags)} flag{'s' if len(view.flags) != 1 else ''}, outlined: the first listed\n\n"
             + "\n".join(lines),
             transform=ax.transAxes,
             va="top",
