@@ -10,7 +10,7 @@ min_version("9.0")
 
 REPO = Path(workflow.basedir)
 # Where the conda envs' post-deploy scripts install thighct from (--use-conda, envs/).
-os.environ["THIGHCT_REPO"] = str(REPO)
+os.environ.update(THIGHCT_REPO=str(REPO))
 
 # A cancelled or timed-out Slurm job must fail the run, not leave it waiting (see the module).
 sys.path.insert(0, str(REPO / "workflow"))
@@ -37,6 +37,7 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/volumes.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/sarcopenia.smk"
+include: "workflow/rules/qc.smk"
 
 
 rule all:

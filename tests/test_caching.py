@@ -21,7 +21,9 @@ from conftest import TINY, run_snakemake
 pytestmark = pytest.mark.workflow
 
 COHORT_RULES = {"synthetic_cohort", "cohort_table", "filter_cohort", "fig1_flow", "label_tables"}
-CHUNKED = re.compile(r"^(synthetic_scan|ingest|preprocess|predict_\w+?|volumes_\w+?)_chunk\d+$")
+CHUNKED = re.compile(
+    r"^(synthetic_scan|ingest|preprocess|predict_\w+?|volumes_\w+?|qc_scan)_chunk\d+$"
+)
 
 
 def planned_jobs(workdir: Path, *args: str, configs=()) -> list[dict]:

@@ -124,6 +124,7 @@ BODY_PARAMS = {
     k: config["preprocess"][k] for k in BODY_KEYS if k in config["preprocess"]
 }
 
+
 # Apply mode: a model whose networks.<model>.weights names a model file is not trained here.
 # The file is checked against this config (labels, network, pre-processing) while the workflow
 # is read, so a mismatch stops the run before any job, and rule import_model copies it to
@@ -408,6 +409,7 @@ def get_final_output():
         "results/predictions/{model}/{subject}.nii.gz", model=MODELS, subject=SUBJECTS
     )
     targets += expand("results/volumes/{source}.tsv", source=VOLUME_SOURCES)
+    targets += ["results/qc/flags.tsv", "results/figures/qc_flagged.png"]
     if EVAL_SUBJECTS:
         targets += expand(
             "results/metrics/{model}/{table}.tsv",
