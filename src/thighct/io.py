@@ -119,8 +119,10 @@ def canonical_grid(
     affine = np.asarray(affine, dtype=float)
     ornt = nib.orientations.io_orientation(affine)
     shape = tuple(int(n) for n in shape)
-    new_shape = tuple(shape[int(axis)] for axis in ornt[:, 0]) + shape[3:]
-    return new_shape, affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    new_shape = list(shape)
+    for axis, (target, _) in enumerate(ornt):  # input axis `axis` becomes axis `target`
+        new_shape[int(target)] = shape[axis]
+    return tuple(new_shape), affine @ nib.orientations.inv_ornt_aff(ornt, shape)
 
 
 @dataclass(frozen=True)
