@@ -411,8 +411,8 @@ def split_subjects(
 ) -> pd.DataFrame:
     """Add ``split`` (train / val / unlabelled) and ``fold`` columns.
 
-    Annotated subjects (a label map, see :func:`has_label`) are split stratified by sex: ``n_val`` subjects (or a
-    fraction when ``n_val < 1``) go to validation, in each sex proportionally (largest
+    Annotated subjects (a label map, see :func:`has_label`) are split stratified by sex:
+    ``n_val`` subjects (or a fraction when ``n_val < 1``) go to validation, in each sex proportionally (largest
     remainder). With ``folds = k > 0`` annotated subjects get folds 0..k-1, stratified by sex;
     unlabelled subjects get fold -1. Deterministic for a seed.
     """

@@ -53,7 +53,9 @@ class ScanErrors(ThighctError):
     (e.g. how to leave a subject out instead).
     """
 
-    def __init__(self, problems: list[ThighctError], *, what: str, fix: str | None = None, path=None):
+    def __init__(
+        self, problems: list[ThighctError], *, what: str, fix: str | None = None, path=None
+    ):
         self.problems = list(problems)
         body = "\n".join("  - " + str(p).replace("\n", "\n    ") for p in self.problems)
         super().__init__(f"{len(self.problems)} {what}:\n{body}", path=path, fix=fix)

@@ -199,9 +199,7 @@ def check_scans(
     else:
         facts.update((it, read_facts(it[0], it[1], settings)) for it in to_read)
     if cache_path is not None and (to_read or len(cache) != len(wanted)):
-        _save_cache(
-            cache_path, version, {k: facts[it] for it, k in keys.items() if k is not None}
-        )
+        _save_cache(cache_path, version, {k: facts[it] for it, k in keys.items() if k is not None})
 
     problems = []
     for row in rows:
