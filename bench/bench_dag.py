@@ -3,8 +3,8 @@
     python bench/bench_dag.py [--subjects 1000 10000] [--chunk-size N] [--keep DIR]
 
 For each cohort size it writes a cohort table of N included subjects (every criterion passed,
-a quarter annotated, empty placeholder files as images: a dry run reads no image), then times,
-side by side in one run:
+a quarter annotated, each image and label a small valid NIfTI file: the workflow reads every
+header while it is read, see thighct.scan_check), then times, side by side in one run:
 
 * workflow: `snakemake -n --quiet` on the real Snakefile with that table;
 * bare: `snakemake -n --quiet` on a generated Snakefile of the same shape: the same rules,
@@ -32,12 +32,27 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+def small_nifti_bytes(shape=(16, 16, 8)) -> tuple[bytes, bytes]:
+    """A small image (int16, HU) and label map (uint8) on one grid, as .nii.gz bytes."""
+    import numpy as np
+
+    from thighct import io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        affine = np.diag([2.0, 2.0, 5.0, 1.0])
+        io.save_nifti(f"{tmp}/i.nii.gz", np.full(shape, -1000), affine, np.int16)
+        io.save_nifti(f"{tmp}/l.nii.gz", np.zeros(shape), affine, np.uint8)
+        return Path(f"{tmp}/i.nii.gz").read_bytes(), Path(f"{tmp}/l.nii.gz").read_bytes()
+
+
 def write_cohort(work: Path, n: int, chunk_size: int = 0) -> Path:
-    """A cohort table of n subjects who pass every criterion, with placeholder image files."""
+    """A cohort table of n subjects who pass every criterion, each with a small NIfTI image
+    (a quarter with a label map)."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     criteria = config["criteria"]
     images = work / "images"
     images.mkdir(parents=True, exist_ok=True)
+    image_bytes, label_bytes = small_nifti_bytes()
     header = ["subject_id", "sex", "age", "height_cm", "weight_kg", "smi"]
     header += [c["column"] for c in criteria if c["column"] not in header]
     header += ["image", "label", "label_rater2"]
@@ -46,11 +61,11 @@ def write_cohort(work: Path, n: int, chunk_size: int = 0) -> Path:
         sid = f"S{i:06d}"
         sex = "FM"[i % 2]
         image = images / f"{sid}.nii.gz"
-        image.touch()
+        image.write_bytes(image_bytes)
         label = ""
         if i % 4 == 0:
             label = str(images / f"{sid}_label.nii.gz")
-            Path(label).touch()
+            Path(label).write_bytes(label_bytes)
         values = {
             "subject_id": sid,
             "sex": sex,

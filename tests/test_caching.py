@@ -188,6 +188,16 @@ def test_adding_one_subject_runs_its_own_jobs_and_the_aggregates_only(tiny_run, 
     shutil.copytree(tiny_run, work, symlinks=True)
     cohort = pd.read_csv(work / "results/cohort/cohort.tsv", sep="\t", comment="#", dtype=str)
     cohort = cohort.fillna("")
+    # results/ holds no paths (has_label flags instead): the synthetic scans' paths, as a user
+    # would write them.
+    root = "results/synthetic/{}/{}.nii.gz"
+    cohort["image"] = [root.format(s, "ct") for s in cohort["subject_id"]]
+    for col in ("label", "label_rater2"):
+        flags = cohort.pop(f"has_{col}") == "True"
+        cohort[col] = [
+            root.format(s, col) if f else ""
+            for s, f in zip(cohort["subject_id"], flags, strict=True)
+        ]
     table = work / "my_cohort.tsv"
     cohort.to_csv(table, sep="\t", index=False)
     user = override(tmp_path, "user", {"cohort": {"table": str(table)}})

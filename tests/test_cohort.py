@@ -174,6 +174,28 @@ def test_table_read_from_tsv_round_trips(default_config, tmp_path):
     assert back["label"].eq(t["label"]).all()
 
 
+def test_the_table_without_paths_gives_the_same_flow_and_split(default_config, tmp_path):
+    """What results/cohort/cohort.tsv holds (no path, has_label flags) filters like the original."""
+    cfg = default_config
+    t = _synthetic(cfg)
+    stripped = cohort.without_paths(t)
+    assert not set(cohort.PATH_COLUMNS) & set(stripped.columns)
+    assert list(stripped["has_label"]) == list(t["label"] != "")
+    stripped.to_csv(tmp_path / "cohort.tsv", sep="\t", index=False)
+    args = (cfg["criteria"], cfg["split"]["n_val"], cfg["split"]["folds"], cfg["seed"])
+    included, flow = cohort.filter_cohort(cohort.read_cohort(tmp_path / "cohort.tsv"), *args)
+    want_included, want_flow = _filtered(cfg)
+    pd.testing.assert_frame_equal(flow, want_flow)
+    assert list(included["subject_id"]) == list(want_included["subject_id"])
+    assert list(included["split"]) == list(want_included["split"])
+    assert list(included["fold"]) == list(want_included["fold"])
+    bad = stripped.copy()
+    bad["has_label"] = bad["has_label"].astype(object)
+    bad.loc[0, "has_label"] = "maybe"
+    with pytest.raises(CohortError, match="has_label"):
+        cohort.validate_cohort(bad, cfg["criteria"])
+
+
 def test_image_path_not_found_names_subject_and_path(default_config, tmp_path):
     included, _ = _filtered(default_config)
     with pytest.raises(CohortError) as info:

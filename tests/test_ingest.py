@@ -331,30 +331,130 @@ def test_workflow_ingests_dicom_and_nifti_and_preprocesses_them(tmp_path):
 
 
 @pytest.mark.workflow
-def test_workflow_stops_on_a_truncated_scan_naming_subject_and_file(tmp_path):
+def test_dry_run_lists_every_bad_scan_before_any_job_without_traceback(tmp_path):
     from conftest import run_snakemake
+    from pydicom.uid import generate_uid
+    from test_io import write_dicom_series
 
     io.save_nifti(tmp_path / "ct.nii.gz", phantom_hu(), affine_lps(), np.int16)
     io.save_nifti(tmp_path / "seg.nii.gz", phantom_label(), affine_lps(), np.uint8)
     data = (tmp_path / "ct.nii.gz").read_bytes()
-    (tmp_path / "bad.nii.gz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) - 40])
+    io.save_nifti(
+        tmp_path / "ct4d.nii.gz", np.stack([phantom_hu()] * 2, axis=-1), affine_lps(), np.int16
+    )
+    io.save_nifti(tmp_path / "short.nii.gz", phantom_label()[:, :, :-1], affine_lps(), np.uint8)
+    uid = generate_uid()
+    write_dicom_series(tmp_path / "mixed", n_slices=6, spacing=2.0, series_uid=uid, prefix="A")
+    write_dicom_series(
+        tmp_path / "mixed",
+        n_slices=6,
+        spacing=2.0,
+        series_uid=uid,
+        series_number=4,
+        origin=(-100.0, -80.0, -299.0),
+        prefix="B",
+    )
     cfg = user_cohort(
         tmp_path,
         [
             ("P1", "F", tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz"),
-            ("P2", "M", tmp_path / "bad.nii.gz", tmp_path / "seg.nii.gz"),
+            ("P2", "M", tmp_path / "cut.nii.gz", ""),
+            ("P3", "F", tmp_path / "ct4d.nii.gz", ""),
+            ("P4", "M", tmp_path / "ct.nii.gz", tmp_path / "short.nii.gz"),
+            ("P5", "F", tmp_path / "mixed", ""),
         ],
     )
     work = tmp_path / "work"
+    proc = run_snakemake(work, "-n", configfiles=[cfg], check=False)
+    assert proc.returncode != 0
+    text = proc.stderr
+    assert "4 scan(s) cannot be ingested" in text, text[-3000:]
+    for subject, name, what in (
+        ("P2", "cut.nii.gz", "truncated"),
+        ("P3", "ct4d.nii.gz", "4 dimensions"),
+        ("P4", "short.nii.gz", "grid differs"),
+        ("P5", "mixed", "2 different series share"),
+    ):
+        assert f"[subject {subject}, file {tmp_path / name}]" in text and what in text
+    assert "subject P1" not in text
+    assert text.count("fix:") == 5 and "other_image_factor to true" in text
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (work / "results").exists() and not (work / "logs").exists()
+
+
+PLANTED = ("DOE", "JANE", "MRN12345678", "19400101", "SECRET HOSPITAL", "DR WHO")
+
+
+@pytest.mark.workflow
+def test_no_patient_identifier_reaches_results_and_a_job_error_shows_no_traceback(tmp_path):
+    """Names in folder and file names and in every DICOM identifier tag; one scan not in HU
+    (found only by ingestion, in its own job) fails with its message, the others go through."""
+    from conftest import run_snakemake
+    from test_io import write_dicom_series
+
+    person = tmp_path / "DOE_JANE_MRN12345678"
+    tags = {
+        "PatientName": "DOE^JANE",
+        "PatientID": "MRN12345678",
+        "OtherPatientIDs": "MRN12345678",
+        "PatientBirthDate": "19400101",
+        "PatientAddress": "1 DOE STREET",
+        "InstitutionName": "SECRET HOSPITAL",
+        "InstitutionAddress": "SECRET HOSPITAL ROAD",
+        "ReferringPhysicianName": "DR WHO",
+        "PerformingPhysicianName": "DR WHO",
+        "OperatorsName": "DOE^JANE",
+        "AccessionNumber": "MRN12345678",
+        "StudyID": "MRN12345678",
+        "StudyDescription": "DOE JANE THIGH",
+        "StationName": "SECRET HOSPITAL",
+    }
+    write_dicom_series(
+        person / "DOE_JANE_CT",
+        n_slices=6,
+        patient_name="DOE^JANE",
+        description="DOE JANE MRN12345678",
+        tags=tags,
+    )
+    dicom = io.load_dicom_series(person / "DOE_JANE_CT")
+    seg = np.zeros(dicom.shape, dtype=np.uint8)
+    seg[10:30, 12:30, 1:5] = 3
+    io.save_nifti(person / "DOE_JANE_MRN12345678_seg.nii.gz", seg, dicom.affine, np.uint8)
+    io.save_nifti(person / "DOE_JANE_2.nii.gz", phantom_hu(), affine_lps(), np.int16)
+    io.save_nifti(person / "DOE_JANE_2_seg.nii.gz", phantom_label(), affine_lps(), np.uint8)
+    raw = (phantom_hu().astype(np.int32) + 1024).astype(np.uint16)  # stored values, not HU
+    io.save_nifti(tmp_path / "raw.nii.gz", raw, affine_lps(), np.uint16)
+    cfg = user_cohort(
+        tmp_path,
+        [
+            ("P1", "F", person / "DOE_JANE_CT", person / "DOE_JANE_MRN12345678_seg.nii.gz"),
+            ("P2", "M", person / "DOE_JANE_2.nii.gz", person / "DOE_JANE_2_seg.nii.gz"),
+            ("P3", "M", tmp_path / "raw.nii.gz", ""),
+        ],
+    )
+    cfg.write_text(cfg.read_text().replace("chunks: 1", "chunks: 0"))  # a job per subject
+    work = tmp_path / "work"
+    targets = [f"results/ingested/{s}/image.nii.gz" for s in ("P1", "P2", "P3")]
+    targets += ["results/ingested/P1/label.nii.gz", "results/cohort/included.tsv"]
     proc = run_snakemake(
-        work, "--cores", "1", "results/ingested/P2/image.nii.gz", configfiles=[cfg], check=False
+        work, "--cores", "1", "--keep-going", *targets, configfiles=[cfg], check=False
     )
-    assert proc.returncode != 0, proc.stderr[-3000:]
-    # Ingestion runs in chunks of subjects (config `chunks`): the failing chunk's log names P2.
-    logs = sorted((work / "logs/ingest").glob("*.log"))
-    assert logs, proc.stderr[-3000:]
-    log = "\n".join(p.read_text() for p in logs)
-    assert "subject P2" in log and "bad.nii.gz" in log and "fix:" in log
-    assert not (work / "results/ingested/P2").exists() or not any(
-        (work / "results/ingested/P2").iterdir()
-    )
+    assert proc.returncode != 0
+    log = (work / "logs/ingest/P3.log").read_text()
+    assert "[subject P3, file" in log and "not Hounsfield units" in log and "fix:" in log
+    assert "Traceback" not in log and "Traceback" not in proc.stderr
+    assert not (work / "results/ingested/P3/image.nii.gz").exists()
+    for subject in ("P1", "P2"):
+        assert (work / f"results/ingested/{subject}/image.nii.gz").exists()
+    included = (work / "results/cohort/included.tsv").read_text()
+    assert "has_label" in included and "P1" in included
+
+    files = [p for p in (work / "results").rglob("*") if p.is_file()]
+    assert len(files) >= 8
+    for path in files:
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        for secret in PLANTED:
+            assert secret.encode() not in data.upper(), f"{secret} in {path}"

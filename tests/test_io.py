@@ -57,10 +57,18 @@ def write_dicom_series(
     skip=(),
     patient_name: str = PATIENT_NAME,
     shuffle: bool = True,
+    series_number: int = 3,
+    acquisition_number: int | None = None,
+    prefix: str = "IM",
+    tags: dict | None = None,
 ) -> np.ndarray:
-    """Write an axial CT series (one file per slice) and return the expected HU (x, y, z)."""
+    """Write an axial CT series (one file per slice) and return the expected HU (x, y, z).
+
+    ``series_uid=""`` writes slices without a SeriesInstanceUID; ``tags`` sets further
+    attributes (keyword -> value) on every slice.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
+    series_uid = generate_uid() if series_uid is None else series_uid
     study_uid = generate_uid()
     values = stored_values(rows, cols, n_slices)
     order = list(range(n_slices))
@@ -83,9 +91,14 @@ def write_dicom_series(
         ds.PatientBirthDate = "19400101"
         ds.InstitutionName = "Secret Hospital"
         ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
+        if series_uid:
+            ds.SeriesInstanceUID = series_uid
         ds.SeriesDescription = description
-        ds.SeriesNumber = 3
+        ds.SeriesNumber = series_number
+        if acquisition_number is not None:
+            ds.AcquisitionNumber = acquisition_number
+        for keyword, value in (tags or {}).items():
+            setattr(ds, keyword, value)
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
@@ -103,7 +116,7 @@ def write_dicom_series(
         ds.PixelData = values[k].tobytes()
         if syntax is not None:
             ds.compress(syntax)
-        ds.save_as(folder / f"IM{k:04d}.dcm", enforce_file_format=True)
+        ds.save_as(folder / f"{prefix}{k:04d}.dcm", enforce_file_format=True)
     # (k, row, col) -> (x = col, y = row, z = k)
     return np.transpose(values.astype(np.float64) * slope + intercept, (2, 1, 0))
 
@@ -267,7 +280,9 @@ def test_patient_name_from_dicom_appears_in_no_output_or_log(tmp_path, caplog):
     for secret in ("Doe", "Secretname", PATIENT_ID, "19400101", "Secret Hospital"):
         for where, text in texts.items():
             assert secret not in text, f"{secret!r} leaked into {where}"
-    assert json.loads(texts["info.json"])["dicom"]["series_description"] == "AX THIGH 2.5"
+    # The series description is free text a technologist may fill with a name: not kept.
+    dicom_info = json.loads(texts["info.json"])["dicom"]
+    assert dicom_info["series_number"] == 3 and "series_description" not in dicom_info
     assert nib.load(out / "image.nii.gz").get_data_dtype() == np.int16
 
 

@@ -483,8 +483,11 @@ def test_synthetic_rules_make_scans_truth_rater2_and_the_example_figure(tmp_path
     mine = truth[truth["subject"] == subject].set_index("class_id")["volume_mm3"]
     for cid, v in mine.items():
         assert v == pytest.approx((label.array == cid).sum() * voxel)
-    for rel in included["label_rater2"]:
-        if rel:
-            run_snakemake(tmp_path, "-j1", rel, configfiles=[tiny])
-            assert (tmp_path / rel).is_file()
+    # included.tsv holds no paths: has_label_rater2 says who has a second rater's label.
+    rater2 = included.loc[included["has_label_rater2"].astype(str) == "True", "subject_id"]
+    assert len(rater2) > 0
+    for subject in rater2:
+        rel = f"results/synthetic/{subject}/label_rater2.nii.gz"
+        run_snakemake(tmp_path, "-j1", rel, configfiles=[tiny])
+        assert (tmp_path / rel).is_file()
     assert (tmp_path / "results/figures/phantom_example.png").stat().st_size > 20_000

@@ -4,6 +4,10 @@ A cohort table has one row per patient: ``subject_id, sex, age, height_cm, weigh
 one boolean column per filtering criterion, and the paths ``image``, ``label``,
 ``label_rater2``. Criteria are data (config ``criteria``): a subject stays when
 ``column op value`` holds.
+
+The tables written under ``results/`` carry no path (a folder or file name may name the
+patient): :func:`without_paths` replaces the path columns by ``has_label`` and
+``has_label_rater2`` (true/false), and every function here reads either form.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from .errors import CohortError, ThighctError
 
 CLINICAL_COLUMNS = ("subject_id", "sex", "age", "height_cm", "weight_kg", "smi")
 PATH_COLUMNS = ("image", "label", "label_rater2")
+#: Path column -> the true/false column that replaces it in tables under results/.
+FLAG_COLUMNS = {"label": "has_label", "label_rater2": "has_label_rater2"}
 OPS = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -235,6 +241,9 @@ def validate_cohort(
     schema = dict(schema or load_cohort_schema())
     crit_cols = list(dict.fromkeys(c["column"] for c in criteria))
     schema["required"] = list(dict.fromkeys(list(schema.get("required", [])) + crit_cols))
+    with_paths = "image" in df.columns or not set(FLAG_COLUMNS.values()) & set(df.columns)
+    if not with_paths:  # a table written under results/ (see without_paths)
+        schema["required"] = [c for c in schema["required"] if c not in PATH_COLUMNS]
     validator = jsonschema.Draft202012Validator(schema)
     problems: list[str] = []
     missing_cols = [c for c in schema["required"] if c not in df.columns]
@@ -252,6 +261,8 @@ def validate_cohort(
                 problems.append(f"{_row(df, i)}, column {col}: {df.at[i, col]!r} is not a number")
             df[col] = numeric
     bool_cols = [c["column"] for c in criteria if isinstance(c["value"], bool)]
+    if not with_paths:
+        bool_cols += [c for c in FLAG_COLUMNS.values() if c in df.columns and c not in bool_cols]
     for col in bool_cols:
         parsed = df[col].map(_parse_bool)
         for i in df.index[parsed.isna() & df[col].notna()]:
@@ -285,11 +296,39 @@ def validate_cohort(
     for col in bool_cols:
         df[col] = df[col].astype(bool)
     df["subject_id"] = df["subject_id"].astype(str)
-    for col in PATH_COLUMNS:
-        if col not in df.columns:
-            df[col] = ""
-        df[col] = df[col].fillna("").astype(str)
+    if with_paths:
+        for col in PATH_COLUMNS:
+            if col not in df.columns:
+                df[col] = ""
+            df[col] = df[col].fillna("").astype(str)
+        for col, flag in FLAG_COLUMNS.items():
+            df[flag] = df[col] != ""
+    else:
+        for flag in FLAG_COLUMNS.values():
+            df[flag] = df[flag].astype(bool) if flag in df.columns else False
     return df
+
+
+def without_paths(df: pd.DataFrame) -> pd.DataFrame:
+    """The table without its path columns: ``image`` dropped, ``label`` and ``label_rater2``
+    replaced in place by ``has_label`` and ``has_label_rater2`` (true/false).
+
+    What the tables under results/ hold: the subject id and whether labels exist, never a path
+    (a folder or file name may carry the patient's name or record number).
+    """
+    out = df.copy()
+    for col, flag in FLAG_COLUMNS.items():
+        if col in out.columns:
+            out[col] = out[col].fillna("").astype(str) != ""
+            out = out.drop(columns=[flag], errors="ignore").rename(columns={col: flag})
+    return out.drop(columns=["image"], errors="ignore")
+
+
+def has_label(df: pd.DataFrame) -> pd.Series:
+    """Which rows have a first-rater label map (from ``label`` or ``has_label``)."""
+    if "label" in df.columns:
+        return df["label"].fillna("").astype(str) != ""
+    return df["has_label"].astype(bool)
 
 
 def _row(df: pd.DataFrame, i) -> str:
@@ -372,13 +411,13 @@ def split_subjects(
 ) -> pd.DataFrame:
     """Add ``split`` (train / val / unlabelled) and ``fold`` columns.
 
-    Annotated subjects (a label path) are split stratified by sex: ``n_val`` subjects (or a
-    fraction when ``n_val < 1``) go to validation, in each sex proportionally (largest
+    Annotated subjects (a label map, see :func:`has_label`) are split stratified by sex:
+    ``n_val`` subjects (or a fraction when ``n_val < 1``) go to validation, in each sex proportionally (largest
     remainder). With ``folds = k > 0`` annotated subjects get folds 0..k-1, stratified by sex;
     unlabelled subjects get fold -1. Deterministic for a seed.
     """
     out = included.copy()
-    annotated = out["label"].astype(str) != ""
+    annotated = has_label(out)
     n_ann = int(annotated.sum())
     n_val = int(round(n_val * n_ann)) if 0 < n_val < 1 else int(n_val)
     if n_val >= n_ann and n_ann > 0:
@@ -443,7 +482,7 @@ def filter_cohort(
             path=path,
             fix="check the criteria in config 'criteria' against the table's columns",
         )
-    n_ann = int((kept["label"] != "").sum())
+    n_ann = int(has_label(kept).sum())
     flow = pd.concat(
         [
             flow,

@@ -17,6 +17,7 @@ class ThighctError(Exception):
     def __init__(
         self, message: str, *, subject: str | None = None, path=None, fix: str | None = None
     ):
+        self.message = message
         self.subject = subject
         self.path = None if path is None else str(path)
         self.fix = fix
@@ -43,3 +44,18 @@ class CohortError(ThighctError):
             path=path,
             fix="correct these rows/columns of the cohort table (see workflow/schemas/cohort.schema.yaml)",
         )
+
+
+class ScanErrors(ThighctError):
+    """Several scans that cannot be used, reported together; ``problems`` holds one error each.
+
+    Each entry keeps its own subject, file and fix; ``fix`` is what applies to all of them
+    (e.g. how to leave a subject out instead).
+    """
+
+    def __init__(
+        self, problems: list[ThighctError], *, what: str, fix: str | None = None, path=None
+    ):
+        self.problems = list(problems)
+        body = "\n".join("  - " + str(p).replace("\n", "\n    ") for p in self.problems)
+        super().__init__(f"{len(self.problems)} {what}:\n{body}", path=path, fix=fix)

@@ -85,26 +85,36 @@ def read_scan(path: str | Path, settings: IngestSettings, subject: str | None = 
     )
 
 
-def check_3d(volume: io.Volume, *, subject: str | None, what: str) -> np.ndarray:
-    """The array as 3-D; trailing singleton axes (x, y, z, 1) are dropped, anything else refused."""
-    array = volume.array
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
+def three_d_shape(shape, *, subject: str | None, path, what: str) -> tuple[int, int, int]:
+    """The 3-D shape of a volume; trailing singleton axes (x, y, z, 1) are dropped.
+
+    Anything else (4-D data, a slice, an axis of one voxel) raises ``ThighctError``. The header
+    check (:mod:`thighct.scan_check`) and ingestion share this one definition.
+    """
+    shape = tuple(int(n) for n in shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
         raise ThighctError(
-            f"the {what} has {array.ndim} dimensions (shape {tuple(array.shape)}); a 3-D volume is needed",
+            f"the {what} has {len(shape)} dimensions (shape {shape}); a 3-D volume is needed",
             subject=subject,
-            path=volume.source,
+            path=path,
             fix=f"give a single 3-D {what} (split 4-D / multi-phase series and choose one phase)",
         )
-    if min(array.shape) < 2:
+    if min(shape) < 2:
         raise ThighctError(
-            f"the {what} has shape {tuple(array.shape)}; every axis needs at least 2 voxels",
+            f"the {what} has shape {shape}; every axis needs at least 2 voxels",
             subject=subject,
-            path=volume.source,
+            path=path,
             fix=f"give the whole 3-D {what}",
         )
-    return array
+    return shape
+
+
+def check_3d(volume: io.Volume, *, subject: str | None, what: str) -> np.ndarray:
+    """The array as 3-D (see :func:`three_d_shape`)."""
+    shape = three_d_shape(volume.array.shape, subject=subject, path=volume.source, what=what)
+    return volume.array.reshape(shape)
 
 
 def check_hu(array: np.ndarray, settings: IngestSettings, *, subject: str | None, path) -> None:
@@ -145,8 +155,8 @@ def ingest_image(
     """Read, check and canonicalise a scan.
 
     Returns the volume (int16 HU, canonical RAS+, indexed ``(x, y, z)``) and a summary dict
-    for info.json: source, format, shape, spacing (mm), orientation, HU range. No DICOM
-    patient attribute is included.
+    for info.json: format, shape, spacing (mm), orientation, HU range. Neither the source path
+    nor any DICOM patient attribute or free text is included.
     """
     raw = read_scan(path, settings, subject)
     array = check_3d(raw, subject=subject, what="image")
@@ -156,9 +166,9 @@ def ingest_image(
     hu = array.astype(np.int16)
     hu, affine = io.to_canonical(hu, raw.affine)
     volume = io.Volume(array=hu, affine=affine, source=raw.source)
+    # No path: a folder or file name may carry the patient's name or record number.
     info = {
         "subject": subject,
-        "source": str(path),
         "format": "dicom" if Path(path).is_dir() else "nifti",
         "source_dtype": str(raw.array.dtype),
         "source_shape": list(array.shape),
@@ -181,13 +191,16 @@ def ingest_image(
 
 # ----------------------------------------------------------------------------------- labels
 def check_same_grid(
-    image: io.Volume,
-    label: io.Volume,
+    image: io.Volume | io.Grid,
+    label: io.Volume | io.Grid,
     tolerance_mm: float,
     *,
     subject: str | None,
 ) -> None:
-    """Refuse a label map whose voxel grid differs from the image's (shape, or affine)."""
+    """Refuse a label map whose voxel grid differs from the image's (shape, or affine).
+
+    Volumes or bare grids (:class:`thighct.io.Grid`, from headers) both do.
+    """
     fix = (
         "export the label map on the scan's grid (same size, spacing, origin and orientation), "
         "e.g. resample it to the image in 3D Slicer or ITK-SNAP"
@@ -338,7 +351,6 @@ def ingest_label(
     voxel_mm3 = float(abs(np.linalg.det(image.affine[:3, :3])))
     info = {
         "subject": subject,
-        "source": str(path),
         "source_ids": [int(v) for v in source_ids],
         "mapping": {str(k): int(v) for k, v in sorted(lookup.items()) if v != 0 and k != v},
         "dropped_ids": sorted(int(k) for k, v in lookup.items() if v == 0 and k != 0),

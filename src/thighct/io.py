@@ -47,6 +47,7 @@ _DICOM_TAGS = (
     "RescaleSlope",
     "RescaleIntercept",
     "InstanceNumber",
+    "AcquisitionNumber",
 )
 
 
@@ -109,6 +110,28 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     out = nib.orientations.apply_orientation(array, ornt)
     new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
     return np.ascontiguousarray(out), new_affine
+
+
+def canonical_grid(
+    shape: tuple[int, ...], affine: np.ndarray
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """The shape and affine :func:`to_canonical` gives a volume of this grid, without its voxels."""
+    affine = np.asarray(affine, dtype=float)
+    ornt = nib.orientations.io_orientation(affine)
+    shape = tuple(int(n) for n in shape)
+    new_shape = list(shape)
+    for axis, (target, _) in enumerate(ornt):  # input axis `axis` becomes axis `target`
+        new_shape[int(target)] = shape[axis]
+    return tuple(new_shape), affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid without its voxels: shape, affine (voxel -> RAS+ mm) and the file it is from."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    source: str = ""
 
 
 def is_nifti(path: str | Path) -> bool:
@@ -214,6 +237,83 @@ def nifti_grid(
         raise _unreadable(exc, path, subject, "header") from exc
 
 
+def nifti_header(path: str | Path, *, subject: str | None = None) -> tuple[Grid, np.dtype, bool]:
+    """A NIfTI file's grid, stored dtype and whether it sets an intensity scaling, from its header.
+
+    No voxel is decoded, yet a file whose voxel data is cut short is refused: the data must end
+    where the header says (``.nii``: the file size; ``.nii.gz``: the uncompressed size the gzip
+    trailer records, or, if that disagrees, the length of the decompressed stream). An empty,
+    foreign or truncated file, or one without a valid affine, raises ``ThighctError``.
+    """
+    path = _existing(path, subject)
+    if path.stat().st_size == 0:
+        raise ThighctError(
+            "the file is empty (0 bytes)",
+            subject=subject,
+            path=path,
+            fix="copy or export the file again (check its size against the source)",
+        )
+    try:
+        img = nib.load(str(path))
+        header = img.header
+        shape = tuple(int(n) for n in img.shape)
+        dtype = header.get_data_dtype()
+        slope, inter = header.get_slope_inter()
+        affine = img.affine.copy()
+        end = int(header.get_data_offset()) + int(np.prod(shape)) * dtype.itemsize
+    except _NIFTI_ERRORS as exc:
+        raise _unreadable(exc, path, subject, "header") from exc
+    if not np.all(np.isfinite(affine)):
+        raise ThighctError(
+            "the NIfTI header has no valid affine (qform/sform)",
+            subject=subject,
+            path=path,
+            fix="rewrite the file with a valid orientation, e.g. with dcm2niix from the DICOM",
+        )
+    stored = _stored_bytes(path, end)
+    if stored < end:
+        raise ThighctError(
+            f"the file holds {stored} of the {end} bytes its header announces; it is truncated",
+            subject=subject,
+            path=path,
+            fix="copy or export the file again (check its size against the source)",
+        )
+    scaled = (slope is not None and slope not in (0, 1)) or (inter is not None and inter != 0)
+    return Grid(shape=shape, affine=affine, source=str(path)), dtype, bool(scaled)
+
+
+def _stored_bytes(path: Path, wanted: int) -> int:
+    """Bytes of (uncompressed) content in ``path``, counted up to ``wanted`` at most.
+
+    A gzip file records its uncompressed size (mod 2**32) in its last 4 bytes: when that
+    matches, nothing is decompressed. Otherwise (a cut-off file, or a file of several gzip
+    members) the stream is decompressed and counted, stopping at ``wanted`` bytes.
+    """
+    size = path.stat().st_size
+    if not str(path).lower().endswith(".gz"):
+        return size
+    with open(path, "rb") as fh:
+        fh.seek(-4, 2)
+        if int.from_bytes(fh.read(4), "little") == wanted % 2**32:
+            return wanted
+        fh.seek(0)
+        count = 0
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            while count < wanted:
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    break
+                while chunk and count < wanted:
+                    count += len(inflater.decompress(chunk))
+                    chunk = inflater.unused_data
+                    if inflater.eof:  # the next gzip member, if any
+                        inflater = zlib.decompressobj(wbits=31)
+        except zlib.error:
+            pass
+    return min(count, wanted)
+
+
 def save_nifti(
     path: str | Path,
     array: np.ndarray,
@@ -255,13 +355,19 @@ def save_nifti(
 # ------------------------------------------------------------------------------------- DICOM
 @dataclass(frozen=True)
 class DicomSeries:
-    """One DICOM series in a folder: what is needed to choose it, nothing identifying."""
+    """One DICOM series in a folder: what is needed to choose it, nothing identifying.
+
+    ``parts`` lists the distinct series (number, description, matrix) found under this one
+    SeriesInstanceUID; more than one means several series share the UID and are refused.
+    """
 
     uid: str
     description: str
     number: int | None
     modality: str
     files: tuple[Path, ...]
+    parts: tuple[str, ...] = ()
+    headers: tuple = field(default=(), compare=False, repr=False)
 
     @property
     def n_files(self) -> int:
@@ -269,22 +375,79 @@ class DicomSeries:
 
     def describe(self) -> str:
         number = "" if self.number is None else f"#{self.number} "
-        return f"{number}'{self.description}' ({self.modality}, {self.n_files} files, SeriesInstanceUID {self.uid})"
+        uid = self.uid or "(none)"
+        return f"{number}'{self.description}' ({self.modality}, {self.n_files} files, SeriesInstanceUID {uid})"
+
+
+@dataclass(frozen=True)
+class DicomGeometry:
+    """The chosen series' slices sorted along the slice normal and the grid they make.
+
+    ``shape`` is ``(columns, rows, slices)`` = ``(x, y, z)``; ``affine`` maps voxels to RAS+ mm.
+    """
+
+    series: DicomSeries
+    files: tuple[Path, ...]
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    rows: int
+    columns: int
 
 
 def _read_header(path: Path):
+    """The header of a DICOM file (no pixels) and how many pixel-data bytes the file lacks.
+
+    Returns ``(dataset, missing)``, or ``None`` when the file is not DICOM. ``missing`` counts
+    the bytes between the file's end and the end its uncompressed pixel data element announces
+    (0 when complete or when the pixel data is encapsulated, i.e. compressed).
+    """
     import pydicom
 
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=list(_DICOM_TAGS))
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=list(_DICOM_TAGS))
+            missing = _missing_pixel_bytes(fh, ds)
     except Exception:  # noqa: BLE001 - anything pydicom cannot parse is "not DICOM" here
         return None
+    return ds, missing
+
+
+def _missing_pixel_bytes(fh, ds) -> int:
+    """Bytes missing from an uncompressed little-endian Pixel Data element that starts at ``fh``."""
+    start = fh.tell()
+    head = fh.read(12)
+    if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":  # (7FE0,0010) Pixel Data
+        return 0
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed or not syntax.is_little_endian:
+        return 0
+    if syntax.is_implicit_VR:
+        size, offset = int.from_bytes(head[4:8], "little"), 8
+    else:
+        size, offset = int.from_bytes(head[8:12], "little"), 12
+    if size == 0xFFFFFFFF:
+        return 0
+    fh.seek(0, 2)
+    return max(0, start + offset + size - fh.tell())
+
+
+def _part_key(ds) -> tuple:
+    number = ds.get("SeriesNumber")
+    return (
+        None if number in (None, "") else int(number),
+        str(ds.get("SeriesDescription", "")),
+        int(ds.get("Rows", 0) or 0),
+        int(ds.get("Columns", 0) or 0),
+    )
 
 
 def list_dicom_series(folder: str | Path, *, subject: str | None = None) -> list[DicomSeries]:
     """Group the DICOM image files of ``folder`` (recursively) by SeriesInstanceUID.
 
     Files that are not DICOM images (no pixel geometry, e.g. DICOMDIR, reports) are ignored.
+    Slices without a SeriesInstanceUID form one group of their own (uid ""). Within a group,
+    slices that differ in SeriesNumber, SeriesDescription or matrix size are recorded as
+    separate ``parts``: they are different series and never merged.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -296,13 +459,18 @@ def list_dicom_series(folder: str | Path, *, subject: str | None = None) -> list
         )
     groups: dict[str, list] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        ds = _read_header(path)
-        if ds is None or "ImagePositionPatient" not in ds or "SeriesInstanceUID" not in ds:
+        read = _read_header(path)
+        if read is None or "ImagePositionPatient" not in read[0]:
             continue
-        groups.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
+        ds = read[0]
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((path, read))
     series = []
     for uid, items in groups.items():
-        ds = items[0][1]
+        ds = items[0][1][0]
+        parts: dict[tuple, int] = {}
+        for _, (slice_ds, _) in items:
+            key = _part_key(slice_ds)
+            parts[key] = parts.get(key, 0) + 1
         number = ds.get("SeriesNumber")
         series.append(
             DicomSeries(
@@ -311,6 +479,11 @@ def list_dicom_series(folder: str | Path, *, subject: str | None = None) -> list
                 number=None if number in (None, "") else int(number),
                 modality=str(ds.get("Modality", "")),
                 files=tuple(p for p, _ in items),
+                parts=tuple(
+                    f"SeriesNumber {n if n is not None else '(none)'} '{d}' {r}x{c}: {k} files"
+                    for (n, d, r, c), k in parts.items()
+                ),
+                headers=tuple(read for _, read in items),
             )
         )
     return sorted(series, key=lambda s: (s.number is None, s.number or 0, s.uid))
@@ -362,24 +535,69 @@ def _slice_normal(orientation: np.ndarray) -> np.ndarray:
     return np.cross(row, col)
 
 
-def load_dicom_series(
+_SPLIT_FIX = (
+    "put each series (and each acquisition) in a folder of its own and give the folder of the "
+    "one to use in the cohort table; slices of different series are never merged into one volume"
+)
+
+
+def _check_one_series(chosen: DicomSeries, folder: Path, subject: str | None) -> None:
+    """Refuse a chosen series whose slices are in fact several series sharing one UID."""
+    if len(chosen.parts) > 1:
+        uid = chosen.uid or "(none: the slices lack one)"
+        listing = "\n".join(f"    {p}" for p in chosen.parts)
+        raise ThighctError(
+            f"{len(chosen.parts)} different series share SeriesInstanceUID {uid}:\n{listing}",
+            subject=subject,
+            path=folder,
+            fix=_SPLIT_FIX,
+        )
+
+
+def _check_acquisitions(acquisitions: list, along: np.ndarray, folder, subject) -> None:
+    """Refuse acquisitions of one series that overlap along the slice normal.
+
+    Sequential acquisitions (a step-and-shoot scan) cover consecutive ranges and make one
+    volume; overlapping ones are repeated or interleaved scans of the same range.
+    """
+    ranges: dict = {}
+    for acq, z in zip(acquisitions, along, strict=True):
+        lo, hi = ranges.get(acq, (z, z))
+        ranges[acq] = (min(lo, z), max(hi, z))
+    if len(ranges) < 2:
+        return
+    spans = sorted(ranges.items(), key=lambda kv: kv[1])
+    for (a, (_, a_hi)), (b, (b_lo, _)) in zip(spans, spans[1:], strict=False):
+        if b_lo <= a_hi + 1e-3:
+            listing = ", ".join(
+                f"AcquisitionNumber {k if k is not None else '(none)'}: {lo:.2f}..{hi:.2f} mm"
+                for k, (lo, hi) in spans
+            )
+            raise ThighctError(
+                f"acquisitions {a} and {b} of the series cover overlapping slice positions "
+                f"(repeated or interleaved scans of one range): {listing}",
+                subject=subject,
+                path=folder,
+                fix=_SPLIT_FIX,
+            )
+
+
+def dicom_geometry(
     folder: str | Path,
     *,
     series_uid: str | None = None,
     description_regex: str | None = None,
     spacing_tolerance: float = 0.01,
     subject: str | None = None,
-) -> Volume:
-    """Read one DICOM series from ``folder`` as Hounsfield units (float32), indexed ``(x, y, z)``.
+) -> DicomGeometry:
+    """Choose one series in ``folder`` and check its slice geometry from the headers alone.
 
-    Slices are sorted by their position along the slice normal; their spacing must be uniform
-    within ``spacing_tolerance`` (relative; a missing slice doubles one gap and is refused).
-    RescaleSlope/RescaleIntercept are applied. The affine is converted from DICOM's LPS to RAS+.
-    ``meta`` holds only the series description, number, modality, transfer syntax and slice
-    count; no patient-identifying attribute is returned.
+    Slices are sorted by their position along the slice normal; they must share one series
+    (see :func:`list_dicom_series`), orientation and matrix, not overlap between acquisitions,
+    and be evenly spaced within ``spacing_tolerance`` (relative; a missing slice doubles one
+    gap and is refused). A slice whose uncompressed pixel data is cut short is refused.
+    No pixel is decoded.
     """
-    import pydicom
-
     folder = Path(folder)
     chosen = choose_series(
         list_dicom_series(folder, subject=subject),
@@ -388,7 +606,18 @@ def load_dicom_series(
         folder=folder,
         subject=subject,
     )
-    headers = [(p, _read_header(p)) for p in chosen.files]
+    _check_one_series(chosen, folder, subject)
+    headers = [
+        (p, ds, missing) for p, (ds, missing) in zip(chosen.files, chosen.headers, strict=True)
+    ]
+    for path, _, missing in headers:
+        if missing:
+            raise ThighctError(
+                f"the slice's pixel data lacks {missing} bytes; the file is truncated",
+                subject=subject,
+                path=path,
+                fix="copy or export the series again (check the file sizes against the source)",
+            )
     first = headers[0][1]
     if int(first.get("NumberOfFrames", 1) or 1) > 1:
         raise ThighctError(
@@ -398,17 +627,18 @@ def load_dicom_series(
             fix="convert the series to NIfTI with dcm2niix and give the .nii.gz in the cohort table",
         )
     orientation = np.asarray([float(v) for v in first.ImageOrientationPatient])
-    for path, ds in headers:
+    for path, ds, _ in headers:
         other = np.asarray([float(v) for v in ds.ImageOrientationPatient])
         if not np.allclose(other, orientation, atol=1e-4):
             raise ThighctError(
-                "slices of the series have different orientations (a localizer or tilted series?)",
+                "slices of the series have different orientations (a localizer, a tilted "
+                "series or two series in one?)",
                 subject=subject,
                 path=path,
-                fix="export only the axial CT series into the folder",
+                fix=_SPLIT_FIX,
             )
     normal = _slice_normal(orientation)
-    positions = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds in headers])
+    positions = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds, _ in headers])
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     headers = [headers[i] for i in order]
@@ -421,6 +651,10 @@ def load_dicom_series(
             path=folder,
             fix="export the whole CT series",
         )
+    acquisitions = [ds.get("AcquisitionNumber") for _, ds, _ in headers]
+    _check_acquisitions(
+        [None if a in (None, "") else int(a) for a in acquisitions], along, folder, subject
+    )
     gaps = np.diff(along)
     if np.any(gaps < 1e-3):
         dup = headers[int(np.argmin(gaps)) + 1][0]
@@ -445,9 +679,51 @@ def load_dicom_series(
 
     rows, cols = int(first.Rows), int(first.Columns)
     row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+    # DICOM: column index i moves along the row direction cosine by the column spacing
+    # (PixelSpacing[1]); row index j along the column cosine by the row spacing (PixelSpacing[0]).
+    lps = np.eye(4)
+    lps[:3, 0] = orientation[:3] * col_spacing
+    lps[:3, 1] = orientation[3:] * row_spacing
+    lps[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1)
+    lps[:3, 3] = positions[0]
+    return DicomGeometry(
+        series=chosen,
+        files=tuple(p for p, _, _ in headers),
+        shape=(cols, rows, len(headers)),
+        affine=np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps,
+        rows=rows,
+        columns=cols,
+    )
+
+
+def load_dicom_series(
+    folder: str | Path,
+    *,
+    series_uid: str | None = None,
+    description_regex: str | None = None,
+    spacing_tolerance: float = 0.01,
+    subject: str | None = None,
+) -> Volume:
+    """Read one DICOM series from ``folder`` as Hounsfield units (float32), indexed ``(x, y, z)``.
+
+    The series and its geometry are checked by :func:`dicom_geometry` first.
+    RescaleSlope/RescaleIntercept are applied. The affine is converted from DICOM's LPS to RAS+.
+    ``meta`` holds only the series number, modality, transfer syntax and slice count: no
+    patient-identifying attribute and no free text (a series description may name a patient).
+    """
+    import pydicom
+
+    geometry = dicom_geometry(
+        folder,
+        series_uid=series_uid,
+        description_regex=description_regex,
+        spacing_tolerance=spacing_tolerance,
+        subject=subject,
+    )
+    rows, cols = geometry.rows, geometry.columns
     slices = []
     syntaxes = set()
-    for path, _ in headers:
+    for path in geometry.files:
         try:
             ds = pydicom.dcmread(str(path))
             pixels = ds.pixel_array
@@ -474,22 +750,14 @@ def load_dicom_series(
 
     # pixel_array is (row, column) = (j, i); stack to (i, j, k).
     array = np.stack([s.T for s in slices], axis=-1)
-    # DICOM: column index i moves along the row direction cosine by the column spacing
-    # (PixelSpacing[1]); row index j along the column cosine by the row spacing (PixelSpacing[0]).
-    lps = np.eye(4)
-    lps[:3, 0] = orientation[:3] * col_spacing
-    lps[:3, 1] = orientation[3:] * row_spacing
-    lps[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1)
-    lps[:3, 3] = positions[0]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    chosen = geometry.series
     meta = {
-        "series_description": chosen.description,
         "series_number": chosen.number,
         "modality": chosen.modality,
         "transfer_syntax": sorted(syntaxes),
         "n_slices": len(slices),
     }
-    return Volume(array=array, affine=affine, source=str(folder), meta=meta)
+    return Volume(array=array, affine=geometry.affine, source=str(folder), meta=meta)
 
 
 def load_image(
@@ -510,11 +778,16 @@ def load_image(
             spacing_tolerance=spacing_tolerance,
             subject=subject,
         )
-    if path.exists() and not is_nifti(path):
+    check_nifti_name(path, subject=subject)
+    return load_nifti(path, subject=subject)
+
+
+def check_nifti_name(path: str | Path, *, subject: str | None = None) -> None:
+    """Refuse an existing file whose name is not .nii or .nii.gz (e.g. a CSV or a PNG)."""
+    if Path(path).exists() and not is_nifti(path):
         raise ThighctError(
             "unknown image format (expected .nii, .nii.gz or a DICOM folder)",
             subject=subject,
             path=path,
             fix="convert the scan to NIfTI (e.g. dcm2niix) or give its DICOM folder",
         )
-    return load_nifti(path, subject=subject)

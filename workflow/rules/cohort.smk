@@ -29,7 +29,8 @@ if SYNTHETIC:
 else:
 
     rule cohort_table:
-        """Your cohort table, validated (every problem listed at once)."""
+        """Your cohort table, validated (every problem listed at once); paths become
+        has_label flags (a path may name the patient)."""
         input:
             table=COHORT_TSV,
         output:

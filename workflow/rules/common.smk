@@ -1,5 +1,6 @@
 # Shared state of the workflow: the label table, the cohort (validated and filtered once at
-# parse time, so a bad table stops the run before any job), input functions and constraints.
+# parse time, and a user cohort's scans checked from their headers, so a bad table or scan
+# stops the run before any job), input functions and constraints.
 import os
 import sys
 from types import SimpleNamespace
@@ -11,7 +12,8 @@ sys.path.insert(
 )  # the library works even without `pip install -e .`
 
 from thighct import cohort as cohort_lib
-from thighct import model_file, run_settings
+from thighct import model_file, run_settings, scan_check
+from thighct.ingest import IngestSettings
 from thighct.errors import ThighctError
 from thighct.fingerprint import script_fingerprint
 from thighct.labels import read_labels
@@ -88,6 +90,16 @@ try:
     )
     if not SYNTHETIC:
         cohort_lib.check_paths(INCLUDED)
+        # Every scan's and label map's header, before any job (memoised per file, see the
+        # module); jobs started by a cluster executor re-read this file and skip it.
+        if workflow.is_main_process:
+            scan_check.check_scans(
+                INCLUDED.to_dict("records"),
+                IngestSettings.from_config(config["ingest"]),
+                criteria=CRITERIA,
+                cache_path=".snakemake/thighct/scan_headers.json",
+                table=COHORT_TSV,
+            )
 except ThighctError as exc:
     _fail(exc)
 

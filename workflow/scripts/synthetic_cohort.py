@@ -9,5 +9,5 @@ with logged(snakemake.log[0]) as log:
     table = cohort.synthetic_cohort_table(
         p.cohort, p.criteria, p.cutoffs, p.split, p.seed, image_root=p.root
     )
-    write_tsv(table, snakemake.output[0])
+    write_tsv(cohort.without_paths(table), snakemake.output[0])
     log.info("synthetic cohort: %d patients (seed %d)", len(table), p.seed)
