@@ -158,3 +158,9 @@ def test_data_files_are_declared_as_a_literal_naming_existing_files(tmp_path):
     first = fingerprint.data_fingerprint(tmp_path / "table.tsv")
     (tmp_path / "table.tsv").write_text("a\tb \n")
     assert fingerprint.data_fingerprint(tmp_path / "table.tsv") != first
+
+
+def test_every_library_module_s_declaration_of_data_files_is_readable():
+    # The fingerprint of a script reaches any module (the fingerprint module itself included).
+    for path in (REPO / "src" / "thighct").rglob("*.py"):
+        fingerprint.data_files(path)

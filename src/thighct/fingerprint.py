@@ -32,7 +32,7 @@ import yaml
 PACKAGE = Path(__file__).resolve().parent
 NAME = "thighct"
 #: The module-level name under which a module lists the package data files it reads.
-DATA_FILES = "DATA_FILES"
+DECLARATION = "DATA_FILES"
 
 
 def module_path(module: str) -> Path | None:
@@ -151,19 +151,19 @@ def data_files(path: Path) -> list[Path]:
             targets = [node.target]
         else:
             continue
-        if not any(isinstance(t, ast.Name) and t.id == DATA_FILES for t in targets):
+        if not any(isinstance(t, ast.Name) and t.id == DECLARATION for t in targets):
             continue
         try:
             names = ast.literal_eval(node.value)
         except ValueError:
             names = None
         if not isinstance(names, tuple | list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{path}: {DATA_FILES} must be a literal tuple of file names")
+            raise ValueError(f"{path}: {DECLARATION} must be a literal tuple of file names")
         found = [Path(path).parent / n for n in names]
     for file in found:
         if not file.is_file():
             raise ValueError(
-                f"{path}: {DATA_FILES} names {file.name}, which is not in {file.parent}"
+                f"{path}: {DECLARATION} names {file.name}, which is not in {file.parent}"
             )
     return found
 
