@@ -43,9 +43,9 @@ def run_snakemake(workdir: Path, *args: str, configfiles=(), check=True, timeout
         "--directory",
         str(workdir),
     ]
-    if configfiles:
-        cmd += ["--configfile", *map(str, configfiles)]
     cmd += list(args)
+    if configfiles:  # last: --configfile takes every value after it, targets included
+        cmd += ["--configfile", *map(str, configfiles)]
     full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:

@@ -85,7 +85,7 @@ def test_docstring_comment_and_layout_edits_rerun_nothing(copied):
 def test_a_change_to_code_train_runs_reruns_train_only(copied):
     repo, work = copied
     models_py = repo / "src" / "thighct" / "models.py"  # imported by train, not by preprocess
-    original = _edit(models_py, "FORMAT_VERSION = 1", "FORMAT_VERSION = 1 + 0")
+    original = _edit(models_py, "UNETR_PATCH = 16\n", "UNETR_PATCH = 16 + 0\n")
     try:
         jobs = planned(repo, work)
     finally:

@@ -113,9 +113,11 @@ def test_each_readme_snakemake_command_runs(command, tiny_run, tmp_path):
         )
         extra = [weights]
     args, configs = _as_test_run(command, tmp_path, extra)
-    if "-n" not in args and "--summary" not in args:
+    if not {"-n", "--summary", "--lint"} & set(args):
         args.append("-n")
     proc = run_snakemake(tmp_path, *args, configfiles=configs)
     assert "Traceback" not in proc.stderr
-    if "--summary" not in args:
+    if "--lint" in args:
+        assert "in a good condition" in proc.stderr, proc.stderr[-2000:]
+    elif "--summary" not in args:
         assert "Job stats:" in proc.stdout or "Nothing to be done" in proc.stdout, proc.stdout[-2000:]
