@@ -164,3 +164,34 @@ def test_every_library_module_s_declaration_of_data_files_is_readable():
     # The fingerprint of a script reaches any module (the fingerprint module itself included).
     for path in (REPO / "src" / "thighct").rglob("*.py"):
         fingerprint.data_files(path)
+
+
+def test_the_closure_of_a_package_covers_the_submodules_its_init_imports():
+    stats_closure = fingerprint.closure(["stats"])
+    assert {"thighct.stats.correlation", "thighct.stats.logistic"} <= set(stats_closure)
+    assert "thighct.sarcopenia" in stats_closure  # `from ..sarcopenia import` in a submodule
+    metrics_closure = fingerprint.closure(["metrics"])
+    assert {"thighct.metrics.kernel", "thighct.metrics.icc"} <= set(metrics_closure)
+    # A submodule's import inside a function, relative to the package above it (`from ..io`).
+    assert "thighct.io" in metrics_closure
+
+
+@pytest.mark.parametrize(
+    "script, file, old, new, changes",
+    [
+        # `from thighct import stats`: a code change in a submodule of the package.
+        ("correlate.py", "stats/correlation.py", "np.ptp(values) == 0", "np.ptp(values) <= 0", True),
+        ("correlate.py", "stats/logistic.py", "max_iter: int = 100", "max_iter: int = 101", True),
+        ("correlate.py", "stats/correlation.py", "\ndef bootstrap_ci(", "\n# a comment\ndef bootstrap_ci(", False),
+        # `from thighct import metrics`: the kernel, which only the package's __init__ imports.
+        ("metrics.py", "metrics/kernel.py", "CONFUSION_CHUNK_VOXELS = 1 << 22", "CONFUSION_CHUNK_VOXELS = 1 << 21", True),
+        ("metrics.py", "metrics/kernel.py", "\ndef boundary(", "\n# a comment\ndef boundary(", False),
+    ],
+)  # fmt: skip
+def test_a_change_in_a_submodule_changes_the_fingerprint_of_a_script_importing_the_package(
+    tmp_path, monkeypatch, script, file, old, new, changes
+):
+    before = fingerprint.script_fingerprint(SCRIPTS / script)
+    copy = _package_copy(tmp_path, monkeypatch)
+    _replace(copy / file, old, new)  # before the copy is read (fingerprints are cached by path)
+    assert (fingerprint.script_fingerprint(SCRIPTS / script) != before) is changes
