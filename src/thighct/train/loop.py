@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import CacheDataset
-from monai.transforms import (
-    Compose,
-)
+from monai.transforms import Compose
 
 from .. import io
 from ..errors import ThighctError

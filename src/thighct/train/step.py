@@ -1,4 +1,4 @@
-"""One optimiser step and its parts: Dice loss, optimiser, learning-rate schedule, device."""
+"""One optimiser step and what it is built from: loss, optimiser, learning-rate schedule, device."""
 
 from __future__ import annotations
 
