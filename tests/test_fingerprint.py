@@ -141,6 +141,28 @@ def test_an_anatomy_edit_changes_the_phantom_scripts_fingerprint_a_comment_does_
     assert fingerprint.script_fingerprint(train_py) == before[1]
 
 
+@pytest.mark.parametrize(
+    "file, old, new",
+    [
+        ("train/precision.py", "return torch.float16 if settings.amp else None", "return None"),
+        ("train/checkpoint.py", "CHECKPOINT_VERSION = 1", "CHECKPOINT_VERSION = 2"),
+        ("io/dicom.py", "spacing_tolerance * step", "2 * spacing_tolerance * step"),
+    ],
+)
+def test_a_code_change_in_a_submodule_changes_the_fingerprint_of_a_script_importing_its_package(
+    tmp_path, monkeypatch, file, old, new
+):
+    # The train script imports the package thighct.train, which imports thighct.io; each
+    # package's __init__ re-exports its submodules, so the closure reaches every one of them.
+    script = SCRIPTS / "train.py"
+    package = file.split("/")[0]
+    assert f"thighct.{file.removesuffix('.py').replace('/', '.')}" in fingerprint.closure([package])
+    before = fingerprint.script_fingerprint(script)
+    copy = _package_copy(tmp_path, monkeypatch)
+    _replace(copy / file, old, new)
+    assert fingerprint.script_fingerprint(script) != before
+
+
 def test_data_files_are_declared_as_a_literal_naming_existing_files(tmp_path):
     (tmp_path / "table.tsv").write_text("a\tb\n")
     ok = tmp_path / "ok.py"
