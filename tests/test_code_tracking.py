@@ -69,7 +69,7 @@ def _edit(path: Path, old: str, new: str) -> str:
 
 def test_docstring_comment_and_layout_edits_rerun_nothing(copied):
     repo, work = copied
-    io_py = repo / "src" / "thighct" / "io.py"
+    io_py = repo / "src" / "thighct" / "io" / "nifti.py"
     original = io_py.read_text()
     try:
         edited = original.replace('"""', '"""Edited docstring. ', 1)  # the module docstring
@@ -96,7 +96,7 @@ def test_a_change_to_code_train_runs_reruns_train_only(copied):
 
 def test_a_change_to_io_reruns_every_rule_that_reads_images(copied):
     repo, work = copied
-    io_py = repo / "src" / "thighct" / "io.py"
+    io_py = repo / "src" / "thighct" / "io" / "nifti.py"
     original = _edit(
         io_py,
         "from __future__ import annotations\n",

@@ -141,6 +141,28 @@ def test_an_anatomy_edit_changes_the_phantom_scripts_fingerprint_a_comment_does_
     assert fingerprint.script_fingerprint(train_py) == before[1]
 
 
+@pytest.mark.parametrize(
+    "file, old, new",
+    [
+        ("train/precision.py", "return torch.float16 if settings.amp else None", "return None"),
+        ("train/checkpoint.py", "CHECKPOINT_VERSION = 1", "CHECKPOINT_VERSION = 2"),
+        ("io/dicom.py", "spacing_tolerance * step", "2 * spacing_tolerance * step"),
+    ],
+)
+def test_a_code_change_in_a_submodule_changes_the_fingerprint_of_a_script_importing_its_package(
+    tmp_path, monkeypatch, file, old, new
+):
+    # The train script imports the package thighct.train, which imports thighct.io; each
+    # package's __init__ re-exports its submodules, so the closure reaches every one of them.
+    script = SCRIPTS / "train.py"
+    package = file.split("/")[0]
+    assert f"thighct.{file.removesuffix('.py').replace('/', '.')}" in fingerprint.closure([package])
+    before = fingerprint.script_fingerprint(script)
+    copy = _package_copy(tmp_path, monkeypatch)
+    _replace(copy / file, old, new)
+    assert fingerprint.script_fingerprint(script) != before
+
+
 def test_data_files_are_declared_as_a_literal_naming_existing_files(tmp_path):
     (tmp_path / "table.tsv").write_text("a\tb\n")
     ok = tmp_path / "ok.py"
@@ -164,3 +186,34 @@ def test_every_library_module_s_declaration_of_data_files_is_readable():
     # The fingerprint of a script reaches any module (the fingerprint module itself included).
     for path in (REPO / "src" / "thighct").rglob("*.py"):
         fingerprint.data_files(path)
+
+
+def test_the_closure_of_a_package_covers_the_submodules_its_init_imports():
+    stats_closure = fingerprint.closure(["stats"])
+    assert {"thighct.stats.correlation", "thighct.stats.logistic"} <= set(stats_closure)
+    assert "thighct.sarcopenia" in stats_closure  # `from ..sarcopenia import` in a submodule
+    metrics_closure = fingerprint.closure(["metrics"])
+    assert {"thighct.metrics.kernel", "thighct.metrics.icc"} <= set(metrics_closure)
+    # A submodule's import inside a function, relative to the package above it (`from ..io`).
+    assert "thighct.io" in metrics_closure
+
+
+@pytest.mark.parametrize(
+    "script, file, old, new, changes",
+    [
+        # `from thighct import stats`: a code change in a submodule of the package.
+        ("correlate.py", "stats/correlation.py", "np.ptp(values) == 0", "np.ptp(values) <= 0", True),
+        ("correlate.py", "stats/logistic.py", "max_iter: int = 100", "max_iter: int = 101", True),
+        ("correlate.py", "stats/correlation.py", "\ndef bootstrap_ci(", "\n# a comment\ndef bootstrap_ci(", False),
+        # `from thighct import metrics`: the kernel, which only the package's __init__ imports.
+        ("metrics.py", "metrics/kernel.py", "CONFUSION_CHUNK_VOXELS = 1 << 22", "CONFUSION_CHUNK_VOXELS = 1 << 21", True),
+        ("metrics.py", "metrics/kernel.py", "\ndef boundary(", "\n# a comment\ndef boundary(", False),
+    ],
+)  # fmt: skip
+def test_a_change_in_a_submodule_changes_the_fingerprint_of_a_script_importing_the_package(
+    tmp_path, monkeypatch, script, file, old, new, changes
+):
+    before = fingerprint.script_fingerprint(SCRIPTS / script)
+    copy = _package_copy(tmp_path, monkeypatch)
+    _replace(copy / file, old, new)  # before the copy is read (fingerprints are cached by path)
+    assert (fingerprint.script_fingerprint(SCRIPTS / script) != before) is changes

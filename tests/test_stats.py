@@ -17,6 +17,7 @@ from statsmodels.stats.multitest import multipletests
 from thighct import stats
 from thighct.errors import ThighctError
 from thighct.labels import read_labels
+from thighct.stats.agreement import _rows_r
 
 AWGS = {"M": 7.0, "F": 5.4}
 PAPER_COUNTS = {("F", 1): 20, ("F", 0): 23, ("M", 1): 21, ("M", 0): 5}
@@ -278,7 +279,7 @@ def test_rows_r_is_pearsons_r_of_each_row():
     status = (rng.random(30) < 0.4).astype(float)
     values = rng.normal(size=(5, 30)) + status
     want = [np.corrcoef(status, row)[0, 1] for row in values]
-    np.testing.assert_allclose(stats._rows_r(status, values), want, rtol=1e-12)
+    np.testing.assert_allclose(_rows_r(status, values), want, rtol=1e-12)
 
 
 def test_truth_agreement_table_and_summary_section(labels, made_up, correlations):

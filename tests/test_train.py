@@ -334,7 +334,7 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
 def test_the_autocast_dtype_follows_precision_device_and_cpu(
     monkeypatch, precision, amp, device, native, expected
 ):
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda *a: native)
+    monkeypatch.setattr(train.precision, "cpu_has_native_bf16", lambda *a: native)
     settings_ = train.TrainSettings.from_config({"epochs": 1, "precision": precision, "amp": amp})
     assert train.autocast_dtype(settings_, torch.device(device)) is expected
 
