@@ -30,6 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_kernels import (
+    InstanceNormAsGroupNorm,
+    StrideTwoTranspose,
+    affine_of_norm,
+    empty_channels_last,
+    leaky_relu_,
+    project_into,
+    row_moments,
+    single_transpose,
+    upsample_into,
+)
+
 log = logging.getLogger(__name__)
 
 #: The torch versions (major, minor; both ends included) the private operator calls were
@@ -129,7 +141,7 @@ def network_problem(net: nn.Module) -> str | None:
         block = getattr(dec, "conv_block", None)
         if type(block) not in blocks or not hasattr(dec, "transp_conv"):
             return f"{type(net).__name__} decoder {i} is not MONAI's UnetrUpBlock"
-    if len(skips) != len(layers) or _single_transpose(decoders[-1].transp_conv) is None:
+    if len(skips) != len(layers) or single_transpose(decoders[-1].transp_conv) is None:
         return f"{type(net).__name__}'s skips or last up-sampling are not MONAI's"
     return None
 
@@ -180,23 +192,6 @@ def reuse_freed_memory() -> bool:
 # ----------------------------------------------------------------------------- the rewrites
 
 
-class InstanceNormAsGroupNorm(nn.Module):
-    """Instance norm computed by ``group_norm`` with one group per channel.
-
-    Both normalise each (sample, channel) over its voxels with the biased variance; group
-    norm has a native channels-last kernel where instance norm copies its input twice.
-    """
-
-    def __init__(self, norm: nn.modules.instancenorm._InstanceNorm):
-        super().__init__()
-        self.eps = float(norm.eps)
-        self.weight = norm.weight if norm.affine else None
-        self.bias = norm.bias if norm.affine else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
-
-
 class InstanceNormInPlace(InstanceNormAsGroupNorm):
     """Instance norm that overwrites its input (one full-size tensor less at the peak).
 
@@ -232,41 +227,6 @@ class InstanceNormInPlace(InstanceNormAsGroupNorm):
         return x
 
 
-#: Largest mean^2 / variance for which E[x^2] - mean^2 keeps float32 accuracy (about 1e-5
-#: relative); beyond it the rows are centred first.
-_ONE_PASS_LIMIT = 100.0
-
-
-def row_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-column mean and biased variance of a ``(voxels, channels)`` matrix.
-
-    One read for the sums and one Gram matrix for the squares. When a column's mean is large
-    against its spread the difference of squares would lose digits: the rows are then centred
-    in place and the returned mean is 0 (the centring is already applied).
-    """
-    count = rows.shape[0]
-    mean = rows.sum(dim=0) / count
-    var = torch.mm(rows.T, rows).diagonal() / count - mean * mean
-    if bool((mean * mean > _ONE_PASS_LIMIT * var.clamp_min(0)).any()):
-        rows.sub_(mean)
-        var = torch.mm(rows.T, rows).diagonal() / count
-        mean = torch.zeros_like(mean)
-    return mean, var.clamp_min(0)
-
-
-def affine_of_norm(mean, var, eps, weight, bias) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, shift)`` with norm(x) = x * scale + shift, per channel (inference: no grad)."""
-    weight = None if weight is None else weight.detach()
-    bias = None if bias is None else bias.detach()
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias
-    return scale, shift
-
-
 class OneChannelResBlock(nn.Module):
     """MONAI's ``UnetResBlock`` on a one-channel input (UNETR's ``encoder1``), fused.
 
@@ -300,10 +260,10 @@ class OneChannelResBlock(nn.Module):
         b = self.block
         conv1, conv2 = _the_conv(b.conv1), _the_conv(b.conv2)
         _conv_into(work, x, conv1.weight, conv1.bias, conv1, accumulate=False)
-        _leaky_relu_(b.norm1(work), b.lrelu)
+        leaky_relu_(b.norm1(work), b.lrelu)
         _conv_into(out, work, conv2.weight, conv2.bias, conv2, accumulate=False)
         self._add_residual(x, out)
-        return _leaky_relu_(out, b.lrelu)
+        return leaky_relu_(out, b.lrelu)
 
     def _add_residual(self, x: torch.Tensor, out: torch.Tensor) -> None:
         """``out <- norm2(out) + norm3(conv3(x))`` in place (both channels-last)."""
@@ -349,11 +309,28 @@ class StreamlinedUNETR(nn.Module):
     """
 
     def __init__(
-        self, net: nn.Module, vit, encoder1, skips, layers, decoders, proj_feat, out, transp
+        self,
+        net: nn.Module,
+        vit,
+        encoder1,
+        skips,
+        layers,
+        decoders,
+        proj_feat,
+        out,
+        transp,
     ):
         super().__init__()
         self.net = net
-        self._parts = (vit, encoder1, list(skips), list(layers), list(decoders), proj_feat, out)
+        self._parts = (
+            vit,
+            encoder1,
+            list(skips),
+            list(layers),
+            list(decoders),
+            proj_feat,
+            out,
+        )
         # The last up-block's transposed convolution (not registered a second time).
         self._last_transp = (transp,)
         self._local = threading.local()  # per thread: the kept buffers
@@ -379,13 +356,8 @@ class StreamlinedUNETR(nn.Module):
         """The last up-block on a concatenation, as MONAI computes it."""
         n, _, *size = x.shape
         c = self._last_transp[0].out_channels
-        cat = torch.empty(
-            (n, 2 * c, *size),
-            dtype=out.dtype,
-            device=out.device,
-            memory_format=torch.channels_last_3d,
-        )
-        _upsample_into(out, self._last_transp[0], cat[:, :c])
+        cat = empty_channels_last((n, 2 * c, *size), out)
+        upsample_into(out, self._last_transp[0], cat[:, :c])
         del out
         cat[:, c:].copy_(encoder1(x))  # encoder1's output lives only until this copy
         return block(cat)
@@ -396,15 +368,7 @@ class StreamlinedUNETR(nn.Module):
         kept = getattr(self._local, "buffers", None)
         if kept is None or tuple(kept[0].shape) != shape or kept[0].dtype != like.dtype:
             self._local.buffers = None  # free the old ones first
-            kept = tuple(
-                torch.empty(
-                    shape,
-                    dtype=like.dtype,
-                    device=like.device,
-                    memory_format=torch.channels_last_3d,
-                )
-                for _ in range(3)
-            )
+            kept = tuple(empty_channels_last(shape, like) for _ in range(3))
             self._local.buffers = kept
         return kept
 
@@ -435,20 +399,20 @@ class StreamlinedUNETR(nn.Module):
         # h = lrelu(norm1(conv1([up, other]))), the convolution of each half added into `work`.
         _conv_into(work, up, w1_up, conv1.bias, conv1, accumulate=False)
         _conv_into(work, other, w1_other, None, conv1, accumulate=True)
-        _leaky_relu_(block.norm1(work), block.lrelu)
+        leaky_relu_(block.norm1(work), block.lrelu)
         # residual = norm3(conv3([up, other])), a 1x1x1 projection: written over `up`.
-        _project_into(up, other, w3_up, w3_other, conv3.bias)
+        project_into(up, other, w3_up, w3_other, conv3.bias)
         residual = block.norm3(up)
         # out = lrelu(norm2(conv2(h)) + residual), written into `result`.
         _conv_into(result, work, conv2.weight, conv2.bias, conv2, accumulate=False)
         block.norm2(result).add_(residual)
-        return _leaky_relu_(result, block.lrelu)
+        return leaky_relu_(result, block.lrelu)
 
     def _up_block(self, dec, inp: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """One of UNETR's lower up-blocks (``UnetrUpBlock``): upsampling, concatenation with
         the skip features and a residual block, computed as :meth:`_pair_block` in three
         buffers (the skip features, which nothing reads afterwards, take the result)."""
-        transp = _single_transpose(getattr(dec, "transp_conv", None))
+        transp = single_transpose(getattr(dec, "transp_conv", None))
         block = getattr(dec, "conv_block", None)
         n, _, *half = inp.shape
         size = [2 * h for h in half]
@@ -460,10 +424,8 @@ class StreamlinedUNETR(nn.Module):
             or _the_conv(block.conv1).in_channels != 2 * transp.out_channels
         ):
             return dec(inp, skip)
-        up = torch.empty(
-            skip.shape, dtype=skip.dtype, device=skip.device, memory_format=torch.channels_last_3d
-        )
-        _upsample_into(inp, transp, up)
+        up = empty_channels_last(skip.shape, skip)
+        upsample_into(inp, transp, up)
         del inp
         work = torch.empty_like(up, memory_format=torch.channels_last_3d)
         return self._pair_block(block, up, skip, work, result=skip)
@@ -471,15 +433,11 @@ class StreamlinedUNETR(nn.Module):
     def _full_resolution(self, x, out, encoder1, block) -> torch.Tensor:
         n, _, *size = x.shape
         up, work, result = self._kept_buffers(x, n, self._last_transp[0].out_channels, size)
-        _upsample_into(out, self._last_transp[0], up)
+        upsample_into(out, self._last_transp[0], up)
         del out
         # encoder1's result lands in `result`, which ends as this call's output.
         encoder1.forward_into(x, work, result)
         return self._pair_block(block, up, result, work, result=result)
-
-
-# Rows of a (voxels, channels) projection formed at once.
-_PROJECT_ROWS = 1 << 16
 
 
 def _the_conv(module: nn.Module) -> nn.Conv3d:
@@ -541,91 +499,17 @@ def _fused_block_ok(encoder1: OneChannelResBlock, x: torch.Tensor) -> bool:
     )
 
 
-def _single_transpose(module: nn.Module | None) -> nn.ConvTranspose3d | None:
-    """The one transposed convolution of kernel = stride = 2 (no padding) in ``module``."""
-    if module is None:
-        return None
-    found = [m for m in module.modules() if isinstance(m, nn.ConvTranspose3d)]
-    if len(found) != 1:
-        return None
-    t = found[0]
-    if (
-        tuple(t.kernel_size) != (2, 2, 2)
-        or tuple(t.stride) != (2, 2, 2)
-        or tuple(t.padding) != (0, 0, 0)
-        or tuple(t.output_padding) != (0, 0, 0)
-        or t.groups != 1
-        or tuple(t.dilation) != (1, 1, 1)
-    ):
-        return None
-    return t
-
-
 def _conv_into(
     out: torch.Tensor, x: torch.Tensor, weight, bias, conv: nn.Conv3d, accumulate: bool
 ) -> None:
     """``out (+)= conv(x)`` by oneDNN, written into ``out`` (channels-last, float32)."""
     if not accumulate:
         out.zero_()
-    torch.ops.mkldnn._convolution_pointwise_.binary(
-        out,
-        x,
-        weight,
-        None if bias is None else bias.detach(),
-        list(conv.padding),
-        list(conv.stride),
-        list(conv.dilation),
-        conv.groups,
-        "add",
-        None,
-        None,
-        [],
-        None,
-    )
-
-
-def _project_into(target: torch.Tensor, other: torch.Tensor, w_target, w_other, bias) -> None:
-    """``target <- target @ w_target + other @ w_other (+ bias)`` voxel by voxel, in place:
-    a 1x1x1 convolution of the concatenation ``[target, other]`` (both channels-last)."""
-    rows = target.permute(0, 2, 3, 4, 1).reshape(-1, target.shape[1])
-    other_rows = other.permute(0, 2, 3, 4, 1).reshape(-1, other.shape[1])
-    for r0 in range(0, rows.shape[0], _PROJECT_ROWS):
-        part = rows[r0 : r0 + _PROJECT_ROWS]
-        if bias is None:
-            y = torch.mm(part, w_target)
-        else:
-            y = torch.addmm(bias.detach(), part, w_target)
-        y.addmm_(other_rows[r0 : r0 + _PROJECT_ROWS], w_other)
-        part.copy_(y)
-
-
-def _leaky_relu_(x: torch.Tensor, act: nn.LeakyReLU) -> torch.Tensor:
-    return F.leaky_relu_(x, act.negative_slope)
-
-
-def _upsample_into(inp: torch.Tensor, transp: nn.ConvTranspose3d, target: torch.Tensor) -> None:
-    """A transposed convolution of kernel = stride = 2 (no padding) written into ``target``
-    (a channels-last view): each input voxel times the weight gives its 2 x 2 x 2 outputs.
-
-    One matrix product per output offset (di, dj) along the first two axes gives, for every
-    input voxel (i, j, k), the outputs (2i + di, 2j + dj, 2k + dk) for both dk: in
-    channels-last order these are one run along k, so each product is copied with a 5-D
-    loop (an 8-D permuted copy of all eight offsets at once is several times slower).
-    """
-    n, cin, i, j, k = inp.shape
-    cout = transp.out_channels
-    rows = inp.permute(0, 2, 3, 4, 1).reshape(-1, cin)
-    # (cin, cout, di, dj, dk) -> (di, dj, cin, dk * cout)
-    weight = transp.weight.detach().permute(2, 3, 0, 4, 1).reshape(2, 2, cin, 2 * cout)
-    bias = None if transp.bias is None else transp.bias.detach().repeat(2)
-    dest = target.permute(0, 2, 3, 4, 1).view(n, i, 2, j, 2, 2 * k, cout)
-    for di in range(2):
-        for dj in range(2):
-            if bias is None:
-                y = torch.mm(rows, weight[di, dj])
-            else:
-                y = torch.addmm(bias, rows, weight[di, dj])
-            dest[:, :, di, :, dj].copy_(y.view(n, i, j, 2 * k, cout))
+    bias = None if bias is None else bias.detach()
+    geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+    # (other, input, weight, bias, geometry, binary op, its alpha, unary op, its args, algorithm)
+    op = torch.ops.mkldnn._convolution_pointwise_.binary
+    op(out, x, weight, bias, *geometry, "add", None, None, [], None)
 
 
 def unetr_parts(net: nn.Module) -> tuple | None:
@@ -644,7 +528,13 @@ def unetr_parts(net: nn.Module) -> tuple | None:
             [net.decoder5, net.decoder4, net.decoder3, net.decoder2],
         )
     if isinstance(net, PatchUNETR):
-        return (net.vit, net.encoder1, list(net.encoders), net.skip_layers, list(net.decoders))
+        return (
+            net.vit,
+            net.encoder1,
+            list(net.encoders),
+            net.skip_layers,
+            list(net.decoders),
+        )
     return None
 
 
@@ -652,43 +542,50 @@ def streamline_unetr(net: nn.Module) -> nn.Module:
     """``net`` wrapped in :class:`StreamlinedUNETR` when it is a UNETR whose last up-block has
     a kernel-2 stride-2 transposed convolution; otherwise ``net`` unchanged."""
     parts = unetr_parts(net)
-    transp = None if parts is None else _single_transpose(parts[4][-1].transp_conv)
+    transp = None if parts is None else single_transpose(parts[4][-1].transp_conv)
     if transp is None:
         return net
     return StreamlinedUNETR(net, *parts, net.proj_feat, net.out, transp)
 
 
+def _replace(module: nn.Module, make) -> int:
+    """Replace every descendant for which ``make(child, parent)`` gives a module (nothing below
+    a replaced one is visited); returns how many."""
+    count = 0
+    for name, child in module.named_children():
+        new = make(child, module)
+        if new is not None:
+            setattr(module, name, new)
+            count += 1
+        else:
+            count += _replace(child, make)
+    return count
+
+
 def fuse_one_channel_blocks(module: nn.Module) -> int:
     """Replace every ``UnetResBlock`` on a one-channel input by :class:`OneChannelResBlock`.
 
-    Only blocks whose norms were swapped to :class:`InstanceNormAsGroupNorm` (``fast_norm``)
-    and whose residual convolution is 1x1x1 with stride 1 qualify. Returns how many.
+    Only blocks whose norms were swapped to :class:`InstanceNormAsGroupNorm` and whose residual
+    convolution is 1x1x1 with stride 1 qualify. Returns how many.
     """
     from monai.networks.blocks.dynunet_block import UnetResBlock
 
-    fused = 0
-    for name, child in module.named_children():
-        if isinstance(child, UnetResBlock) and hasattr(child, "conv3"):
-            convs = [m for m in child.conv3.modules() if isinstance(m, nn.Conv3d)]
-            norms = (child.norm1, child.norm2, getattr(child, "norm3", None))
-            if (
-                len(convs) == 1
-                and convs[0].in_channels == 1
-                and tuple(convs[0].kernel_size) == (1, 1, 1)
-                and tuple(convs[0].stride) == (1, 1, 1)
-                and all(isinstance(m, InstanceNormAsGroupNorm) for m in norms)
-            ):
-                setattr(module, name, OneChannelResBlock(child, convs[0]))
-                fused += 1
-                continue
-        fused += fuse_one_channel_blocks(child)
-    return fused
+    def make(child, _):
+        if not (isinstance(child, UnetResBlock) and hasattr(child, "conv3")):
+            return None
+        convs = [m for m in child.conv3.modules() if isinstance(m, nn.Conv3d)]
+        norms = (child.norm1, child.norm2, getattr(child, "norm3", None))
+        if (
+            len(convs) == 1
+            and convs[0].in_channels == 1
+            and tuple(convs[0].kernel_size) == (1, 1, 1)
+            and tuple(convs[0].stride) == (1, 1, 1)
+            and all(isinstance(m, InstanceNormAsGroupNorm) for m in norms)
+        ):
+            return OneChannelResBlock(child, convs[0])
+        return None
 
-
-def _in_place_norm_blocks() -> tuple[type, ...]:
-    from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
-
-    return (UnetResBlock, UnetBasicBlock)
+    return _replace(module, make)
 
 
 def swap_instance_norms(module: nn.Module, in_place: bool = False) -> int:
@@ -700,19 +597,17 @@ def swap_instance_norms(module: nn.Module, in_place: bool = False) -> int:
     with running statistics are left alone: in eval mode they normalise with the stored
     statistics, which group norm would not reproduce.
     """
-    swapped = 0
-    here_in_place = in_place and isinstance(module, _in_place_norm_blocks())
-    for name, child in module.named_children():
-        if (
-            isinstance(child, nn.modules.instancenorm._InstanceNorm)
-            and not child.track_running_stats
-        ):
-            norm = InstanceNormInPlace if here_in_place else InstanceNormAsGroupNorm
-            setattr(module, name, norm(child))
-            swapped += 1
-        else:
-            swapped += swap_instance_norms(child, in_place)
-    return swapped
+    from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
+
+    def make(child, parent):
+        if not isinstance(child, nn.modules.instancenorm._InstanceNorm):
+            return None
+        if child.track_running_stats:
+            return None
+        here = in_place and isinstance(parent, (UnetResBlock, UnetBasicBlock))
+        return (InstanceNormInPlace if here else InstanceNormAsGroupNorm)(child)
+
+    return _replace(module, make)
 
 
 class OneDNNConv3d(nn.Module):
@@ -737,58 +632,22 @@ class OneDNNConv3d(nn.Module):
 
 def route_convolutions_to_onednn(module: nn.Module) -> int:
     """Wrap every zero-padded ``Conv3d`` in :class:`OneDNNConv3d`; returns how many."""
-    wrapped = 0
-    for name, child in module.named_children():
-        if (
-            type(child) is nn.Conv3d
-            and child.padding_mode == "zeros"
-            and not isinstance(child.padding, str)
-        ):
-            setattr(module, name, OneDNNConv3d(child))
-            wrapped += 1
-        else:
-            wrapped += route_convolutions_to_onednn(child)
-    return wrapped
 
+    def make(c, _):
+        plain = type(c) is nn.Conv3d and c.padding_mode == "zeros"
+        return OneDNNConv3d(c) if plain and not isinstance(c.padding, str) else None
 
-class StrideTwoTranspose(nn.Module):
-    """A ``ConvTranspose3d`` of kernel = stride = 2 computed as matrix products into a new
-    channels-last tensor (:func:`_upsample_into`), on CPU in float32.
-
-    PyTorch runs these (UNETR's skip projections and up-blocks) through its generic
-    ``slow_conv_transpose3d``, whose output is not channels-last, so the next oneDNN
-    convolution copies it once more. Same product, other kernel: results agree to float rounding.
-    """
-
-    def __init__(self, transp: nn.ConvTranspose3d):
-        super().__init__()
-        self.transp = transp
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.transp
-        if x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 5:
-            return t(x)
-        n, _, *size = x.shape
-        out = torch.empty(
-            (n, t.out_channels, *(2 * s for s in size)),
-            dtype=x.dtype,
-            device=x.device,
-            memory_format=torch.channels_last_3d,
-        )
-        _upsample_into(x, t, out)
-        return out
+    return _replace(module, make)
 
 
 def route_transposes_to_products(module: nn.Module) -> int:
     """Wrap every kernel-2 stride-2 ``ConvTranspose3d`` in :class:`StrideTwoTranspose`."""
-    wrapped = 0
-    for name, child in module.named_children():
-        if type(child) is nn.ConvTranspose3d and _single_transpose(child) is child:
-            setattr(module, name, StrideTwoTranspose(child))
-            wrapped += 1
-        else:
-            wrapped += route_transposes_to_products(child)
-    return wrapped
+
+    def make(t, _):
+        single = type(t) is nn.ConvTranspose3d and single_transpose(t) is t
+        return StrideTwoTranspose(t) if single else None
+
+    return _replace(module, make)
 
 
 class OneDNNLinear(nn.Module):
@@ -812,11 +671,4 @@ class OneDNNLinear(nn.Module):
 
 def route_linears_to_onednn(module: nn.Module) -> int:
     """Wrap every ``Linear`` in :class:`OneDNNLinear`; returns how many."""
-    wrapped = 0
-    for name, child in module.named_children():
-        if type(child) is nn.Linear:
-            setattr(module, name, OneDNNLinear(child))
-            wrapped += 1
-        else:
-            wrapped += route_linears_to_onednn(child)
-    return wrapped
+    return _replace(module, lambda c, _: OneDNNLinear(c) if type(c) is nn.Linear else None)
