@@ -19,8 +19,7 @@ from torch import nn
 from thighct import io, predict
 from thighct import preprocess as pp
 from thighct.predict import cpu_fastpath as fast
-from thighct.predict import cpu_kernels
-from thighct.predict import network, streaming, windows
+from thighct.predict import cpu_kernels, network, streaming, windows
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CT = REPO.parent / "shared" / "data" / "real-ct" / "example_ct.nii.gz"
@@ -550,7 +549,9 @@ def test_a_convolution_written_into_a_buffer_adds_to_it_as_a_convolution_would()
         other = torch.randn(2, 4, 7, 8, 9).contiguous(memory_format=cl)
         want = point(torch.cat([x, other], dim=1))
         w = point.weight.detach()[:, :, 0, 0, 0]
-        cpu_kernels.project_into(x, other, w[:, :6].T.contiguous(), w[:, 6:].T.contiguous(), point.bias)
+        cpu_kernels.project_into(
+            x, other, w[:, :6].T.contiguous(), w[:, 6:].T.contiguous(), point.bias
+        )
     torch.testing.assert_close(x, want, rtol=1e-5, atol=1e-5)
 
 
