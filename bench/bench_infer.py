@@ -286,7 +286,8 @@ def main() -> None:
             f"average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.\n\n"
             + "\n".join(lines)
         )
-        path = write_section("Inference (bench_infer.py)", command_line(), machine, body)
+        name = f"Inference, {' + '.join(args.net)} (bench_infer.py)"
+        path = write_section(name, command_line(), machine, body)
         print(f"# wrote {path}")
 
 
