@@ -468,7 +468,7 @@ def _tensor_ok(x: torch.Tensor) -> bool:
 
 def _pair_block_ok(block: nn.Module | None) -> bool:
     """Whether :meth:`StreamlinedUNETR._pair_block` can run ``block``: MONAI's residual block
-    with a 1x1x1 projection, in-place norms (``fast_norm``) and a leaky ReLU."""
+    with a 1x1x1 projection, in-place norms and a leaky ReLU."""
     from monai.networks.blocks.dynunet_block import UnetResBlock
 
     if not (
