@@ -12,7 +12,8 @@ Methods:
 - ``fastpath, 2 workers``: two windows at once, one thread each;
 - ``compile``: the streamed windows with MONAI's modules compiled by ``torch.compile``
   (inductor, weights frozen as constants, eval mode, inference mode): PyTorch's supported route
-  to fused oneDNN kernels. Its compile time (the first window) is timed apart, not in s/scan.
+  to fused oneDNN kernels. Its compile time (the first window) is timed apart, not in s/scan,
+  with an empty inductor cache (as a predict job on a fresh machine).
 
 Each method runs in its own subprocess (so its peak RSS is its own); runs alternate between the
 methods so load from other work on the machine hits them alike. Random weights give near-tied
@@ -208,7 +209,9 @@ def run_worker(method, net, args, out) -> dict:
     cmd += ["--threads", str(args.threads), "--net", net, "--seed", str(args.seed)]
     cmd += ["--overlap", str(args.overlap), "--plain-sw-batch-size", str(args.plain_sw_batch_size)]
     cmd += ["--shape", *map(str, args.shape), "--device", args.device]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # A fresh inductor cache per run: each compilation is a predict job's on a fresh machine.
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(out).with_suffix(".inductor"))}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         sys.exit(f"worker {method!r} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -282,7 +285,7 @@ def main() -> None:
             "streamed windows with MONAI's modules (cpu_fastpath off); fastpath: the same with "
             "the CPU fast path (the default); compile: the streamed windows with MONAI's modules "
             "compiled by torch.compile (inductor, frozen weights), its compilation (the first "
-            "window) timed apart in 'compile s'. 'CPU s' (all threads) is the steadier figure on a "
+            "window, inductor's cache empty) timed apart in 'compile s'. 'CPU s' (all threads) is the steadier figure on a "
             "shared machine. 'work MB' is the peak above the process's size "
             "before the call; 'same labels' the share of voxels labelled as by plain. Load "
             f"average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.\n\n"
