@@ -285,9 +285,10 @@ def main() -> None:
             "streamed windows with MONAI's modules (cpu_fastpath off); fastpath: the same with "
             "the CPU fast path (the default); compile: the streamed windows with MONAI's modules "
             "compiled by torch.compile (inductor, frozen weights), its compilation (the first "
-            "window, inductor's cache empty) timed apart in 'compile s'. 'CPU s' (all threads) is the steadier figure on a "
-            "shared machine. 'work MB' is the peak above the process's size "
-            "before the call; 'same labels' the share of voxels labelled as by plain. Load "
+            "window, inductor's cache empty) timed apart in 'compile s'. 'CPU s' (all "
+            "threads) is the steadier figure on a shared machine. 'work MB' is the peak above "
+            "the process's size before the call; 'same labels' the share of voxels labelled as "
+            "by plain. Load "
             f"average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.\n\n"
             + "\n".join(lines)
         )
