@@ -1,32 +1,27 @@
-"""Benchmark: whole-scan inference, plain MONAI sliding window vs thighct's streamed inference.
+"""Benchmark: whole-scan inference, a plain MONAI sliding window vs thighct's streamed inference.
 
-Target, on one whole-thigh-sized preprocessed input (300 x 133 x 225 voxels, 1.5 x 1.5
-x 2 mm) with the paper-size UNETR (random weights, fixed seed), same ROI and overlap: streamed
-inference at least 2x faster than a plain ``monai.inferers.sliding_window_inference`` call
-followed by ``argmax``, at most half its peak memory, and the same labels in >= 99.9% of voxels.
+On one preprocessed-looking input (default 300 x 133 x 225 voxels, a whole thigh at 1.5 x 1.5
+x 2 mm) with a network of random weights and a fixed seed, same ROI and overlap, per method:
+seconds per scan, CPU seconds, peak RSS, the peak above the RSS just before the call (the
+inference's own working memory) and the share of voxels whose label equals the plain call's.
+
+Methods:
+- ``plain``: ``monai.inferers.sliding_window_inference`` and an argmax (the reference);
+- ``streamed``: thighct's streamed windows with MONAI's modules (``infer.cpu_fastpath: false``);
+- ``fastpath``: the same with the CPU fast path (``thighct.predict.cpu_fastpath``, the default);
+- ``fastpath, 2 workers``: two windows at once, one thread each;
+- ``compile``: the streamed windows with MONAI's modules compiled by ``torch.compile``
+  (inductor, weights frozen as constants, eval mode, inference mode): PyTorch's supported route
+  to fused oneDNN kernels. Its compile time (the first window) is timed apart, not in s/scan,
+  with an empty inductor cache (as a predict job on a fresh machine).
 
 Each method runs in its own subprocess (so its peak RSS is its own); runs alternate between the
-methods (plain, streamed, plain, streamed, ...) so load from other work on the machine hits both
-alike. Printed per method: median wall seconds and CPU seconds (the CPU time is the steadier
-figure when other jobs share the cores), peak RSS, the peak above the RSS just before the call
-(the inference's own working memory: the model and the torch/MONAI runtime are the same in
-both), and the share of voxels whose label equals the plain call's. Random weights give near-tied
-logits, so float rounding differences flip a few voxels; trained weights flip fewer. The method
-"plain, 1 thread" (not run by default) shows MONAI's own noise floor and how much of a 2-thread
-run's time goes to the two threads waiting for each other on a busy machine.
-
-Methods: "streamed, network as is" isolates the streaming (no network changes, float32 sums,
-one worker, memory returned to the system as usual); "streamed, 1 worker" is the default: the
-network changes of ``thighct.infer.prepare_network`` (in-place up-blocks among them), half-
-precision sums and the reuse of freed memory of ``thighct.infer.reuse_freed_memory`` (2 torch
-threads on one window); "... float32 sums" and "... memory returned" each undo one of the last
-two; "streamed, 2 workers" runs two windows at once, one thread each (a second window's
-activations). Timings on a shared machine vary with its load (printed); compare methods within
-one run.
+methods so load from other work on the machine hits them alike. Random weights give near-tied
+logits, so float rounding flips a few voxels; trained weights flip fewer.
 
     python bench/bench_infer.py [--threads 2] [--repeat 2] [--shape 300 133 225] [--net paper]
-    python bench/bench_infer.py --net tiny --shape 120 60 90      # quick check (seconds)
-    python bench/bench_infer.py --device cuda --methods "streamed, 1 worker"   # on a GPU
+    python bench/bench_infer.py --net default-unetr default-unet --shape 120 80 96 --markdown
+    python bench/bench_infer.py --device cuda --methods fastpath   # on a GPU (plain modules)
 """
 
 from __future__ import annotations
@@ -43,6 +38,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlog import command_line, load_config, machine_line, write_section  # noqa: E402
 
 NETWORKS = {
     # The paper's UNETR (Kim et al. 2024: MONAI UNETR, 96^3 crops of 16^3 patches, ViT-base).
@@ -72,30 +70,28 @@ NETWORKS = {
 }
 N_CLASSES = 30
 
-# name -> thighct.infer.InferSettings overrides; "plain" entries are MONAI calls (threads given).
+
+def network_config(name: str) -> dict:
+    """A bench network (NETWORKS) or the default config's (``default-<network name>``)."""
+    if name.startswith("default-"):
+        return dict(load_config("config.yaml")["networks"][name.removeprefix("default-")])
+    return dict(NETWORKS[name])
+
+
+NET_CHOICES = sorted(NETWORKS) + ["default-unetr", "default-unet"]
+
+# name -> thighct.predict.InferSettings overrides; "plain" entries are MONAI calls (threads given).
 METHODS = {
     "plain": {"plain": True},
     # The noise floor of "same labels": MONAI itself on one thread instead of two.
     "plain, 1 thread": {"plain": True, "threads": 1},
-    "streamed, network as is": {
-        "sw_batch_size": 1,
-        "channels_last": False,
-        "fast_norm": False,
-        "split_head": False,
-        "fuse_blocks": False,
-        "reuse_memory": False,
-        "workers": 1,
-        "accumulate": "float32",
-    },
-    "streamed, 1 worker": {"sw_batch_size": 1, "workers": 1},
-    "streamed, 1 worker, float32 sums": {"sw_batch_size": 1, "workers": 1, "accumulate": "float32"},
-    "streamed, 1 worker, memory returned": {
-        "sw_batch_size": 1,
-        "workers": 1,
-        "reuse_memory": False,
-    },
-    "streamed, 2 workers": {"sw_batch_size": 1, "workers": 2},
+    "streamed": {"cpu_fastpath": False},
+    "fastpath": {"cpu_fastpath": True},
+    "fastpath, float32 sums": {"cpu_fastpath": True, "accumulate": "float32"},
+    "fastpath, 2 workers": {"cpu_fastpath": True, "workers": 2},
+    "compile": {"cpu_fastpath": False, "compile": True},
 }
+DEFAULT_METHODS = ["plain", "streamed", "fastpath", "compile"]
 
 
 def thigh_image(shape, seed):
@@ -122,26 +118,46 @@ def rss_now_mb() -> float:
     return float("nan")
 
 
+def compiled(module, example):
+    """``module`` compiled by inductor with its weights frozen (constant-folded, prepacked for
+    oneDNN), and the seconds the first call (the compilation) took on ``example``."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    fn = torch.compile(module, backend="inductor", dynamic=False)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        fn(example)
+    return fn, time.perf_counter() - t0
+
+
 def worker(args) -> None:
     import torch
 
-    from thighct import infer
+    from thighct import predict
     from thighct.models import build_network
 
     overrides = dict(METHODS[args.worker])
     plain = overrides.pop("plain", False)
+    compile_net = overrides.pop("compile", False)
     threads = overrides.pop("threads", args.threads)
     if plain:
         # MONAI's call is one loop: all the threads go to torch (no window workers).
         overrides["workers"] = 1
     device = torch.device(args.device)
-    settings = infer.InferSettings(overlap=args.overlap, device=args.device, **overrides)
-    settings = infer.use_cpu_threads(settings, threads, device)
-    cfg = NETWORKS[args.net]
+    settings = predict.InferSettings(overlap=args.overlap, device=args.device, **overrides)
+    settings = predict.use_cpu_threads(settings, threads, device)
+    cfg = network_config(args.net)
     torch.manual_seed(args.seed)
-    net = build_network("bench", dict(cfg), N_CLASSES).eval()
+    net = build_network(args.net, cfg, N_CLASSES).eval()
+    for module in net.modules():  # trained-looking batch-norm statistics, not the identity
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
     roi = tuple(cfg["roi"])
     image = thigh_image(tuple(args.shape), args.seed)
+    compile_s = None
     if plain:
         from monai.inferers import sliding_window_inference
 
@@ -155,13 +171,19 @@ def worker(args) -> None:
                 )
                 return torch.argmax(out, dim=1)[0].to(torch.uint8).cpu().numpy()
     else:
-        seg = infer.prepare_network(net, N_CLASSES, device, settings)
+        seg = predict.prepare_network(net, N_CLASSES, device, settings)
+        if compile_net:
+            # Made as the streamed windows are (inference tensors of the same strides), so
+            # the timed call does not compile again.
+            with torch.inference_mode():
+                windows = [torch.rand(*roi) for _ in range(settings.sw_batch_size)]
+                example = torch.stack(windows)[:, None].to(device).contiguous()
+            seg.trunk, compile_s = compiled(seg.trunk, example)
 
         def run():
-            return infer.predict_labels(image, seg, roi, settings)
+            return predict.predict_labels(image, seg, roi, settings)
 
-    if not plain and settings.reuse_memory and device.type == "cpu":
-        infer.reuse_freed_memory()
+        predict.keep_freed_memory(seg)
     if device.type == "cuda":
         # A cohort's predict job is warm after its first scan: time a second call.
         run()
@@ -170,23 +192,26 @@ def worker(args) -> None:
     before = rss_now_mb()
     c0, t0 = time.process_time(), time.perf_counter()
     labels = run()
-    infer.synchronise(device)
+    predict.synchronise(device)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     np.save(args.out, labels)
     out = {"seconds": seconds, "cpu_s": cpu, "peak_mb": peak, "before_mb": before}
+    out["compile_s"] = compile_s
     out["torch_threads"] = torch.get_num_threads()
     if device.type == "cuda":
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     print(json.dumps(out))
 
 
-def run_worker(method, args, out) -> dict:
+def run_worker(method, net, args, out) -> dict:
     cmd = [sys.executable, __file__, "--worker", method, "--out", str(out)]
-    cmd += ["--threads", str(args.threads), "--net", args.net, "--seed", str(args.seed)]
+    cmd += ["--threads", str(args.threads), "--net", net, "--seed", str(args.seed)]
     cmd += ["--overlap", str(args.overlap), "--plain-sw-batch-size", str(args.plain_sw_batch_size)]
     cmd += ["--shape", *map(str, args.shape), "--device", args.device]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # A fresh inductor cache per run: each compilation is a predict job's on a fresh machine.
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(out).with_suffix(".inductor"))}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         sys.exit(f"worker {method!r} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -197,13 +222,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2, help="runs per method (median reported)")
     parser.add_argument("--shape", type=int, nargs=3, default=[300, 133, 225])
-    parser.add_argument("--net", choices=sorted(NETWORKS), default="paper")
+    parser.add_argument("--net", nargs="+", choices=NET_CHOICES, default=["paper"])
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--plain-sw-batch-size", type=int, default=1, help="MONAI's default: 1")
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=[m for m in METHODS if m != "plain, 1 thread"],
+        default=DEFAULT_METHODS,
         choices=list(METHODS),
         help="'plain' always runs (the reference)",
     )
@@ -214,63 +239,92 @@ def main() -> None:
         default="cpu",
         help="cuda: every method on the GPU, timed on a second (warm) call; GPU peak printed",
     )
+    parser.add_argument("--markdown", action="store_true", help="write docs/benchmarks.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        args.net = args.net[0]
         worker(args)
         return
 
-    from thighct.infer import count_windows
+    from thighct.predict import count_windows
 
     methods = ["plain"] + [m for m in args.methods if m != "plain"]
-    roi = NETWORKS[args.net]["roi"]
-    n_win = count_windows(args.shape, roi, args.overlap)
-    print(
-        f"input {tuple(args.shape)} voxels, {args.net} UNETR (roi {roi}), {N_CLASSES} classes, "
-        f"overlap {args.overlap}, {n_win} windows, threads {args.threads}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+    machine = machine_line(args.threads, args.device)
+    print(f"# bench_infer: {machine}; {os.cpu_count()} CPUs")
+    header = (
+        "| network | roi | windows | method | s/scan | vs plain | CPU s | CPU vs plain "
+        "| compile s | peak MB | work MB | same labels |"
     )
+    lines = [header, "|" + "---|" * 12]
+    loads = [os.getloadavg()[0]]
+    for net in args.net:
+        roi = network_config(net)["roi"]
+        n_win = count_windows(args.shape, roi, args.overlap)
+        rows = bench_network(net, methods, args)
+        base = rows["plain"]
+        for m in methods:
+            r = rows[m]
+            comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+            line = (
+                f"| {net} | {'x'.join(map(str, roi))} | {n_win} | {m} | {r['seconds']:.2f} "
+                f"| {base['seconds'] / r['seconds']:.2f}x | {r['cpu_s']:.2f} "
+                f"| {base['cpu_s'] / r['cpu_s']:.2f}x | {comp} "
+                f"| {r['peak_mb']:.0f} | {r['work_mb']:.0f} | {100 * r['same']:.3f} % |"
+            )
+            lines.append(line)
+    loads.append(os.getloadavg()[0])
+    print("\n".join(lines))
+    if args.markdown:
+        body = (
+            f"Whole-scan inference of a {' x '.join(map(str, args.shape))}-voxel thigh-like input, "
+            f"{N_CLASSES} classes, overlap {args.overlap}, random weights (seed {args.seed}); "
+            f"medians of {args.repeat} runs per method, the methods alternating, each in its own "
+            "process. plain: MONAI's sliding_window_inference and an argmax; streamed: thighct's "
+            "streamed windows with MONAI's modules (cpu_fastpath off); fastpath: the same with "
+            "the CPU fast path (the default); compile: the streamed windows with MONAI's modules "
+            "compiled by torch.compile (inductor, frozen weights), its compilation (the first "
+            "window, inductor's cache empty) timed apart in 'compile s'. 'CPU s' (all "
+            "threads) is the steadier figure on a shared machine. 'work MB' is the peak above "
+            "the process's size before the call; 'same labels' the share of voxels labelled as "
+            "by plain. Load "
+            f"average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.\n\n"
+            + "\n".join(lines)
+        )
+        name = f"Inference, {' + '.join(args.net)} (bench_infer.py)"
+        path = write_section(name, command_line(), machine, body)
+        print(f"# wrote {path}")
+
+
+def bench_network(net: str, methods: list[str], args) -> dict[str, dict]:
+    """Medians per method for one network, and the share of labels equal to plain's."""
     results: dict[str, list[dict]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             for m in methods:
                 out = Path(tmp) / f"{len(results[m])}_{methods.index(m)}.npy"
-                res = run_worker(m, args, out)
+                res = run_worker(m, net, args, out)
                 res["labels"] = out
                 results[m].append(res)
-                gpu = f"  GPU peak {res['gpu_peak_mb']:6.0f} MB" if "gpu_peak_mb" in res else ""
                 print(
-                    f"  run {r + 1} {m:26s} {res['seconds']:7.1f} s  cpu {res['cpu_s']:7.1f} s  "
-                    f"peak {res['peak_mb']:6.0f} MB  torch threads {res['torch_threads']}{gpu}",
+                    f"  {net} run {r + 1} {m:24s} {res['seconds']:7.2f} s  cpu "
+                    f"{res['cpu_s']:7.2f} s  peak {res['peak_mb']:6.0f} MB",
                     flush=True,
                 )
         reference = np.load(results["plain"][0]["labels"])
-        base = results["plain"]
-        base_s = statistics.median(x["seconds"] for x in base)
-        base_cpu = statistics.median(x["cpu_s"] for x in base)
-        base_peak = statistics.median(x["peak_mb"] for x in base)
-        base_work = statistics.median(x["peak_mb"] - x["before_mb"] for x in base)
-        print(f"load average {os.getloadavg()[0]:.1f} at end")
-        print(
-            f"{'method':26s} {'seconds':>8s} {'speed-up':>9s} {'CPU s':>7s} {'speed-up':>9s} "
-            f"{'peak MB':>8s} {'x plain':>8s} {'work MB':>8s} {'x plain':>8s} {'same labels':>12s}"
-        )
-        for m in methods:
-            runs = results[m]
-            s = statistics.median(x["seconds"] for x in runs)
-            cpu = statistics.median(x["cpu_s"] for x in runs)
-            peak = statistics.median(x["peak_mb"] for x in runs)
-            work = statistics.median(x["peak_mb"] - x["before_mb"] for x in runs)
-            same = float((np.load(runs[0]["labels"]) == reference).mean())
-            gpu = ""
-            if "gpu_peak_mb" in runs[0]:
-                gpu = f"  GPU peak {statistics.median(x['gpu_peak_mb'] for x in runs):.0f} MB"
-            print(
-                f"{m:26s} {s:8.1f} {base_s / s:8.2f}x {cpu:7.1f} {base_cpu / cpu:8.2f}x "
-                f"{peak:8.0f} {peak / base_peak:8.2f} "
-                f"{work:8.0f} {work / base_work:8.2f} {100 * same:11.3f}%{gpu}"
-            )
+        rows = {}
+        for m, runs in results.items():
+            compile_s = [x["compile_s"] for x in runs if x["compile_s"] is not None]
+            rows[m] = {
+                "seconds": statistics.median(x["seconds"] for x in runs),
+                "cpu_s": statistics.median(x["cpu_s"] for x in runs),
+                "peak_mb": statistics.median(x["peak_mb"] for x in runs),
+                "work_mb": statistics.median(x["peak_mb"] - x["before_mb"] for x in runs),
+                "compile_s": statistics.median(compile_s) if compile_s else None,
+                "same": float((np.load(runs[0]["labels"]) == reference).mean()),
+            }
+    return rows
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from benchlog import command_line, load_config, machine_line, write_section  # noqa: E402
 
-from thighct import infer  # noqa: E402
+from thighct import predict  # noqa: E402
 from thighct.labels import read_labels  # noqa: E402
 from thighct.models import build_network, network_roi  # noqa: E402
 from thighct.run_settings import infer_for_model, train_for_model  # noqa: E402
@@ -117,17 +117,17 @@ def check_inference(cfg: dict, net, n_classes: int, shape, device) -> dict:
     out = {}
     labels = {}
     for dev in (device, torch.device("cpu")):
-        settings = infer.InferSettings.from_config(
+        settings = predict.InferSettings.from_config(
             {**infer_section(cfg), "device": dev.type, "threads": torch.get_num_threads()}
         )
-        seg = infer.prepare_network(copy.deepcopy(net).to(dev), n_classes, dev, settings)
+        seg = predict.prepare_network(copy.deepcopy(net).to(dev), n_classes, dev, settings)
         calls = 2 if dev.type == "cuda" else 1
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         for _ in range(calls):  # the GPU's second call is warm
             t0 = time.perf_counter()
-            labels[dev.type] = infer.predict_labels(image, seg, roi, settings)
-            infer.synchronise(dev)
+            labels[dev.type] = predict.predict_labels(image, seg, roi, settings)
+            predict.synchronise(dev)
             seconds = time.perf_counter() - t0
         out[f"{dev.type} s/scan"] = round(seconds, 2)
         if dev.type == "cuda":

@@ -138,13 +138,9 @@ RUN_ONLY_CHANGES = {
     "infer.resources": {"infer": {"resources": {"gpu": 1, "gpu_model": "h100", "mem_mb": 999}}},
     "infer.device": {"infer": {"device": "cpu"}},
     "infer.workers": {"infer": {"workers": 2}},
-    "infer.reuse_memory": {"infer": {"reuse_memory": False}},
     "infer.sw_batch_size": {"infer": {"sw_batch_size": 1}},
     "infer.by_model sw_batch_size": {"infer": {"by_model": {"unet": {"sw_batch_size": 2}}}},
-    "infer.channels_last": {"infer": {"channels_last": False}},
-    "infer.fast_norm": {"infer": {"fast_norm": False}},
-    "infer.split_head": {"infer": {"split_head": False}},
-    "infer.fuse_blocks": {"infer": {"fuse_blocks": False}},
+    "infer.cpu_fastpath": {"infer": {"cpu_fastpath": False}},
     "metrics.resources": {"metrics": {"resources": {"runtime": 99, "mem_mb": 9999}}},
 }
 

@@ -14,9 +14,9 @@ Classed as run settings:
 - ``train.sw_batch_size``, ``infer.sw_batch_size``: windows per network call (batch norm runs
   with fixed statistics in evaluation, so windows do not affect each other).
 - ``train.cache_rate``: how many training images stay in memory between epochs.
-- ``train.channels_last``, ``infer.channels_last``, ``infer.fast_norm``, ``infer.split_head``,
-  ``infer.fuse_blocks``, ``infer.reuse_memory``, ``infer.workers``: memory layout and the CPU
-  inference's arithmetic reordering, which give the same results up to float rounding.
+- ``train.channels_last``, ``infer.cpu_fastpath``, ``infer.workers``: memory layout and the CPU
+  inference's rewritten network and window workers, which give the same results up to float
+  rounding.
 - ``infer.device``: CPU or CUDA.
 
 Everything else (epochs, learning rate, precision, overlap, blending, mirroring, the
@@ -46,11 +46,7 @@ RUN_KEYS: dict[str, frozenset[str]] = {
             "resources",
             "device",
             "sw_batch_size",
-            "channels_last",
-            "fast_norm",
-            "split_head",
-            "fuse_blocks",
-            "reuse_memory",
+            "cpu_fastpath",
             "workers",
         }
     ),

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from thighct import infer, io, run_settings
+from thighct import io, predict, run_settings
 from thighct.io_tables import write_tsv
 from thighct.labels import read_labels
 from thighct.models import load_model, network_roi
@@ -17,43 +17,47 @@ from thighct.preprocess import PreprocessSettings
 from thighct.runlog import logged
 
 with logged(snakemake.log[0]) as log:
-    # Run settings (device, workers, memory reuse, ...) come from the config, not params:
+    # Run settings (device, workers, the CPU fast path, ...) come from the config, not params:
     # changing them never reruns the job (thighct.run_settings).
     run = run_settings.run_only(
         "infer", run_settings.infer_for_model(snakemake.config["infer"], snakemake.params.model)
     )
-    settings = infer.InferSettings.from_config({**snakemake.params.infer, **run})
-    device = infer.resolve_device(settings.device)
-    settings = infer.use_cpu_threads(settings, snakemake.threads, device)
+    settings = predict.InferSettings.from_config({**snakemake.params.infer, **run})
+    device = predict.resolve_device(settings.device)
+    settings = predict.use_cpu_threads(settings, snakemake.threads, device)
     labels = read_labels(snakemake.input.labels)
     net, meta = load_model(snakemake.input.model, labels, device, net_cfg=snakemake.params.network)
     roi = network_roi(meta["network"])
-    segmenter = infer.prepare_network(net, labels.n_classes, device, settings)
-    if settings.reuse_memory and device.type == "cpu":
-        infer.reuse_freed_memory()
-    post = infer.PostprocessSettings.from_config(snakemake.params.postprocess)
+    segmenter = predict.prepare_network(net, labels.n_classes, device, settings)
+    predict.keep_freed_memory(segmenter)
+    post = predict.PostprocessSettings.from_config(snakemake.params.postprocess)
     body = PreprocessSettings.from_config(snakemake.params.postprocess["body"])
     log.info(
-        "model %s on %s, %d threads, roi %s", snakemake.input.model, device, snakemake.threads, roi
+        "model %s on %s, %d threads, roi %s, %s",
+        snakemake.input.model,
+        device,
+        snakemake.threads,
+        roi,
+        "CPU fast path" if segmenter.fast_path else "MONAI's modules",
     )
     rows = []
     for i, subject in enumerate(snakemake.params.subjects):
         t0 = time.perf_counter()
         shape, affine = io.nifti_grid(snakemake.input.ingested[i], subject=subject)
         transform = io.load_json(snakemake.input.transforms[i])
-        infer.check_native_grid(
+        predict.check_native_grid(
             transform, shape, affine, subject=subject, path=snakemake.input.transforms[i]
         )
         image = io.load_nifti(snakemake.input.images[i], subject=subject).array
         pre_shape = image.shape
         t1 = time.perf_counter()
-        native = infer.predict_native(image, transform, segmenter, roi, settings)
-        infer.synchronise(device)
+        native = predict.predict_native(image, transform, segmenter, roi, settings)
+        predict.synchronise(device)
         t2 = time.perf_counter()
         del image
         # The scan's HU (read once, only now: never beside the network's windows).
         hu = io.load_nifti(snakemake.input.ingested[i], subject=subject).array
-        cleared = infer.postprocess_labels(native, hu, affine, body, post)
+        cleared = predict.postprocess_labels(native, hu, affine, body, post)
         del hu
         io.save_nifti(snakemake.output.predictions[i], native, affine, np.uint8)
         rows.append(
@@ -61,7 +65,7 @@ with logged(snakemake.log[0]) as log:
                 "subject": subject,
                 "seconds": round(time.perf_counter() - t0, 3),
                 "inference_seconds": round(t2 - t1, 3),
-                "windows": infer.count_windows(pre_shape, roi, settings.overlap),
+                "windows": predict.count_windows(pre_shape, roi, settings.overlap),
                 "preprocessed_shape": "x".join(map(str, pre_shape)),
                 "cleared_outside_body": cleared["outside_body"],
                 "cleared_small_pieces": cleared["small_pieces"],
