@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib import pyplot as plt
 
 from ..labels import LabelTable
-from .segmentation import label_rgba, slice_extent
+from .segmentation import draw_overlay, slice_extent
 from .style import apply_style, save_figure
 
 # Flags listed per row before the rest are counted ("+ n more").
@@ -72,21 +72,7 @@ def coronal_extent(shape: Sequence[int], affine: np.ndarray, j: int) -> tuple[fl
 
 
 def _draw(ax, ct, label, region, extent, labels, display_hu, alpha):
-    ax.imshow(
-        ct.T,
-        origin="lower",
-        extent=extent,
-        cmap="gray",
-        vmin=display_hu[0],
-        vmax=display_hu[1],
-        interpolation="nearest",
-    )
-    ax.imshow(
-        np.transpose(label_rgba(label, labels, alpha), (1, 0, 2)),
-        origin="lower",
-        extent=extent,
-        interpolation="nearest",
-    )
+    draw_overlay(ax, ct, label, extent, labels, display_hu, alpha)
     if region.any() and not region.all():
         ax.contour(
             region.T.astype(float),

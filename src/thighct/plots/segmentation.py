@@ -98,10 +98,14 @@ def content_box_mm(row: ExampleRow, margin_mm: float = 10.0) -> tuple[float, flo
     return x0 - margin_mm, x1 + margin_mm, y0 - margin_mm, y1 + margin_mm
 
 
-def _panel(ax, row: ExampleRow, label: np.ndarray, labels, display_hu, alpha, box):
-    extent = slice_extent(row.ct.shape, row.affine, row.k)
+def draw_overlay(ax, ct: np.ndarray, label: np.ndarray, extent, labels, display_hu, alpha) -> None:
+    """A 2-D CT slice (HU, shown in ``display_hu``) under its label map in the label colours.
+
+    ``ct`` and ``label`` are (first, second) axis arrays drawn with the first axis horizontal;
+    ``extent`` is matplotlib's (left, right, bottom, top) in mm.
+    """
     ax.imshow(
-        row.ct.T,
+        ct.T,
         origin="lower",
         extent=extent,
         cmap="gray",
@@ -115,6 +119,11 @@ def _panel(ax, row: ExampleRow, label: np.ndarray, labels, display_hu, alpha, bo
         extent=extent,
         interpolation="nearest",
     )
+
+
+def _panel(ax, row: ExampleRow, label: np.ndarray, labels, display_hu, alpha, box):
+    extent = slice_extent(row.ct.shape, row.affine, row.k)
+    draw_overlay(ax, row.ct, label, extent, labels, display_hu, alpha)
     x0, x1, y0, y1 = box
     ax.set_xlim(x1, x0)  # radiological: patient's right on the viewer's left
     ax.set_ylim(y0, y1)
