@@ -56,6 +56,17 @@ def _unreadable(exc: Exception, path: Path, subject: str | None, what: str) -> T
     )
 
 
+def _check_affine(affine: np.ndarray, path, subject) -> None:
+    """Raise if a NIfTI header gives no usable voxel-to-mm mapping."""
+    if not np.all(np.isfinite(affine)):
+        raise ThighctError(
+            "the NIfTI header has no valid affine (qform/sform)",
+            subject=subject,
+            path=path,
+            fix="rewrite the file with a valid orientation, e.g. with dcm2niix from the DICOM",
+        )
+
+
 def load_nifti(
     path: str | Path,
     *,
@@ -76,13 +87,7 @@ def load_nifti(
         affine = img.affine.copy()
     except _NIFTI_ERRORS as exc:
         raise _unreadable(exc, path, subject, "file") from exc
-    if not np.all(np.isfinite(affine)):
-        raise ThighctError(
-            "the NIfTI header has no valid affine (qform/sform)",
-            subject=subject,
-            path=path,
-            fix="rewrite the file with a valid orientation, e.g. with dcm2niix from the DICOM",
-        )
+    _check_affine(affine, path, subject)
     if canonical:
         array, affine = to_canonical(array, affine)
     return Volume(array=array, affine=affine, source=str(path))
@@ -129,13 +134,7 @@ def nifti_header(path: str | Path, *, subject: str | None = None) -> tuple[Grid,
         end = int(header.get_data_offset()) + int(np.prod(shape)) * dtype.itemsize
     except _NIFTI_ERRORS as exc:
         raise _unreadable(exc, path, subject, "header") from exc
-    if not np.all(np.isfinite(affine)):
-        raise ThighctError(
-            "the NIfTI header has no valid affine (qform/sform)",
-            subject=subject,
-            path=path,
-            fix="rewrite the file with a valid orientation, e.g. with dcm2niix from the DICOM",
-        )
+    _check_affine(affine, path, subject)
     stored = _stored_bytes(path, end)
     if stored < end:
         raise ThighctError(
