@@ -193,7 +193,7 @@ HAS_SMI = "smi" in INCLUDED and bool(
 )
 
 # The per-scan stages that load torch and MONAI (preprocess, predict) run in chunks: one job
-# per chunk of subjects, so MONAI's import (about 5 CPU-s) is paid once per chunk instead of
+# per chunk of subjects, so MONAI's import (seconds of CPU) is paid once per chunk instead of
 # once per scan. A subject's chunk follows from a stable hash of its id, so adding a subject
 # reruns only its own chunk. config `chunks` = 0 means one job per subject; `auto` about
 # `chunk_size` subjects per chunk (a power of two chunks, so growth rarely reshuffles).
