@@ -163,7 +163,7 @@ rule fig5_metrics:
         png=report(
             "results/figures/fig5_metrics.png",
             caption="../report/fig5_metrics.rst",
-            category="5. Evaluation",
+            category="6. Metrics",
         ),
         pdf="results/figures/fig5_metrics.pdf",
     log:

@@ -102,7 +102,7 @@ rule fig6_examples:
         png=report(
             "results/figures/fig6_examples.png",
             caption="../report/fig6_examples.rst",
-            category="4. Inference",
+            category="4. Prediction",
         ),
     log:
         "logs/fig6_examples.log",

@@ -65,7 +65,7 @@ rule qc:
         flags=report(
             "results/qc/flags.tsv",
             caption="../report/qc_flags.rst",
-            category="7. Quality control",
+            category="8. Quality control",
         ),
     log:
         "logs/qc.log",
@@ -99,7 +99,7 @@ rule qc_flagged:
         png=report(
             "results/figures/qc_flagged.png",
             caption="../report/qc_flagged.rst",
-            category="7. Quality control",
+            category="8. Quality control",
         ),
     log:
         "logs/qc_flagged.log",

@@ -121,7 +121,7 @@ rule fig7_heatmap:
         png=report(
             "results/figures/fig7_heatmap.png",
             caption="../report/fig7_heatmap.rst",
-            category="6. Sarcopenia",
+            category="7. Sarcopenia",
         ),
         pdf="results/figures/fig7_heatmap.pdf",
     log:
@@ -151,7 +151,7 @@ rule fig8_heatmap:
         png=report(
             "results/figures/fig8_heatmap.png",
             caption="../report/fig8_heatmap.rst",
-            category="6. Sarcopenia",
+            category="7. Sarcopenia",
         ),
         pdf="results/figures/fig8_heatmap.pdf",
     log:
@@ -203,7 +203,7 @@ rule adjusted_models_plot:
         png=report(
             "results/figures/adjusted_models.png",
             caption="../report/adjusted_models.rst",
-            category="6. Sarcopenia",
+            category="7. Sarcopenia",
         ),
         pdf="results/figures/adjusted_models.pdf",
     log:
