@@ -175,6 +175,8 @@ def _stored_bytes(path: Path, wanted: int) -> int:
                     if inflater.eof:  # the next gzip member, if any
                         inflater = zlib.decompressobj(wbits=31)
         except zlib.error:
+            # A corrupt deflate stream: the bytes decoded before it are all the file holds,
+            # so the count so far is the answer (and falls short of a whole image).
             pass
     return min(count, wanted)
 
